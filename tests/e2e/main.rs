@@ -1,0 +1,1 @@
+//! End-to-end tests of nightcrier: one binary, a module per area.
