@@ -1,1 +1,21 @@
 //! nightcrier: AI-powered incident triage for Kubernetes fleets.
+//!
+//! # Layout
+//! - [`store`]: the database (SQLite or Postgres), migrations, dead letters, SeaORM entities.
+//! - [`queue`]: the `incidents` table as a job queue with leases; one agent per cluster.
+//! - [`event`]: raw fault payloads → validated events, or a reason for the dead letter table.
+//! - [`cli`]: the `nightcrier` command line.
+//! - [`bench`]: `nightcrier bench store`, the store and queue benchmark.
+//! - [`telemetry`]: tracing set-up and the field names used in logs.
+//!
+//! See `engine/ARCHITECTURE.md` for the bird's-eye view, the invariants and the glossary.
+
+pub mod bench;
+pub mod cli;
+pub mod event;
+pub mod queue;
+pub mod store;
+pub mod telemetry;
+
+pub use queue::{Queue, QueueError};
+pub use store::{Store, StoreConfig, StoreError};

@@ -1,1 +1,8 @@
-//! End-to-end tests of nightcrier: one binary, a module per area.
+//! End-to-end tests of nightcrier: one binary, a module per area. Every store and queue test
+//! runs on a real SQLite file and on a real Postgres server (`NIGHTCRIER_TEST_PG_URL`, started
+//! by `tests/run.sh`; with `CI=true` a missing server fails the run).
+
+mod migrations;
+mod queue;
+mod queue_concurrency;
+mod support;

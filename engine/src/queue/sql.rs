@@ -1,0 +1,532 @@
+//! The queue's SQL: one function per operation, each one statement or one transaction.
+//!
+//! The text is shared by both backends (sqlx binds `$N` on SQLite too); where the dialects
+//! differ the two variants stand side by side. SQLite serialises writers, so a single
+//! `UPDATE … RETURNING` is atomic there; multi-statement writes use `BEGIN IMMEDIATE` so that a
+//! transaction never has to upgrade a read lock. Postgres takes rows with
+//! `FOR UPDATE SKIP LOCKED`, and the partial unique index settles the rare race of two workers
+//! picking incidents of the same cluster (the loser retries).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, SqlErr, Statement,
+    TransactionOptions, TransactionTrait, Value,
+};
+use uuid::Uuid;
+
+use super::{Ingested, JobOutcome, JobStatus, Lease, NewFaultEvent, SweepReport, Transition};
+use crate::store::entity::incidents;
+
+pub(super) const INGEST: Transition = Transition {
+    from: &[],
+    to: JobStatus::Pending,
+};
+pub(super) const MARK_QUEUED: Transition = Transition {
+    from: &[JobStatus::Pending],
+    to: JobStatus::Queued,
+};
+pub(super) const MARK_SKIPPED: Transition = Transition {
+    from: &[JobStatus::Pending],
+    to: JobStatus::Skipped,
+};
+pub(super) const CLAIM: Transition = Transition {
+    from: &[JobStatus::Queued],
+    to: JobStatus::Investigating,
+};
+pub(super) const FINISH_DONE: Transition = Transition {
+    from: &[JobStatus::Investigating],
+    to: JobStatus::Resolved,
+};
+pub(super) const FINISH_AGENT_FAILED: Transition = Transition {
+    from: &[JobStatus::Investigating],
+    to: JobStatus::AgentFailed,
+};
+pub(super) const FINISH_RETRY: Transition = Transition {
+    from: &[JobStatus::Investigating],
+    to: JobStatus::Queued,
+};
+pub(super) const FINISH_ABORT: Transition = Transition {
+    from: &[JobStatus::Investigating],
+    to: JobStatus::Failed,
+};
+pub(super) const SWEEP_REQUEUE: Transition = FINISH_RETRY;
+pub(super) const SWEEP_GIVE_UP: Transition = FINISH_ABORT;
+pub(super) const RETRY: Transition = Transition {
+    from: &[
+        JobStatus::Skipped,
+        JobStatus::AgentFailed,
+        JobStatus::Failed,
+    ],
+    to: JobStatus::Queued,
+};
+
+#[cfg(test)]
+pub(super) const ALL_TRANSITIONS: [Transition; 11] = [
+    INGEST,
+    MARK_QUEUED,
+    MARK_SKIPPED,
+    CLAIM,
+    FINISH_DONE,
+    FINISH_AGENT_FAILED,
+    FINISH_RETRY,
+    FINISH_ABORT,
+    SWEEP_REQUEUE,
+    SWEEP_GIVE_UP,
+    RETRY,
+];
+
+/// Rows per multi-row INSERT: 16 parameters a row stays under SQLite's 32,766 limit.
+const INGEST_CHUNK: usize = 1000;
+
+/// How often a Postgres claim that lost a same-cluster race tries again before reporting
+/// "nothing claimable right now".
+const CLAIM_RACE_RETRIES: usize = 8;
+
+fn stmt(db: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(db.get_database_backend(), sql, values)
+}
+
+fn uuid_value(id: Uuid) -> Value {
+    id.to_string().into()
+}
+
+fn json_map(map: &BTreeMap<String, String>) -> Value {
+    serde_json::to_value(map)
+        .unwrap_or_else(|_| serde_json::Value::Object(Default::default()))
+        .into()
+}
+
+/// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, a plain one on Postgres.
+async fn begin_write(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
+pub(super) async fn ingest(
+    db: &DatabaseConnection,
+    events: &[NewFaultEvent],
+) -> Result<Vec<Ingested>, DbErr> {
+    let ids: Vec<Ingested> = events
+        .iter()
+        .map(|_| Ingested {
+            event_id: Uuid::new_v4(),
+            incident_id: Uuid::new_v4(),
+        })
+        .collect();
+    let txn = begin_write(db).await?;
+    for (chunk, chunk_ids) in events.chunks(INGEST_CHUNK).zip(ids.chunks(INGEST_CHUNK)) {
+        let mut sql = String::from(
+            "INSERT INTO fault_events (id, fault_id, subscription_id, source, cluster, \
+             received_at, resource_api_version, resource_kind, resource_name, \
+             resource_namespace, resource_uid, fault_type, severity, context, timestamp, \
+             payload) VALUES ",
+        );
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 16);
+        for (row, (event, id)) in chunk.iter().zip(chunk_ids).enumerate() {
+            let base = row * 16;
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for column in 1..=16 {
+                if column > 1 {
+                    sql.push_str(", ");
+                }
+                sql.push('$');
+                sql.push_str(&(base + column).to_string());
+            }
+            sql.push(')');
+            let resource = event.resource.as_ref();
+            values.extend([
+                uuid_value(id.event_id),
+                event.fault_id.clone().into(),
+                event.subscription_id.clone().into(),
+                event.source.clone().into(),
+                event.cluster.clone().into(),
+                super::db_time(event.received_at).into(),
+                resource.map(|r| r.api_version.clone()).into(),
+                resource.map(|r| r.kind.clone()).into(),
+                resource.map(|r| r.name.clone()).into(),
+                resource.and_then(|r| r.namespace.clone()).into(),
+                resource.and_then(|r| r.uid.clone()).into(),
+                event.fault_type.clone().into(),
+                event.severity.clone().into(),
+                event.context.clone().into(),
+                event.timestamp.clone().into(),
+                event.payload.clone().into(),
+            ]);
+        }
+        txn.execute_raw(stmt(&txn, &sql, values)).await?;
+
+        let mut sql = String::from(
+            "INSERT INTO incidents (id, fault_event_id, cluster, status, priority, labels, \
+             annotations, created_at, updated_at, attempts) VALUES ",
+        );
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
+        for (row, (event, id)) in chunk.iter().zip(chunk_ids).enumerate() {
+            let base = row * 4;
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, '{}', 0, '{{}}', '{{}}', ${}, ${}, 0)",
+                base + 1,
+                base + 2,
+                base + 3,
+                INGEST.to,
+                base + 4,
+                base + 4
+            ));
+            values.extend([
+                uuid_value(id.incident_id),
+                uuid_value(id.event_id),
+                event.cluster.clone().into(),
+                super::db_time(event.received_at).into(),
+            ]);
+        }
+        txn.execute_raw(stmt(&txn, &sql, values)).await?;
+    }
+    txn.commit().await?;
+    Ok(ids)
+}
+
+async fn incidents_from(
+    db: &impl ConnectionTrait,
+    statement: Statement,
+) -> Result<Vec<incidents::Model>, DbErr> {
+    db.query_all_raw(statement)
+        .await?
+        .iter()
+        .map(|row| incidents::Model::from_query_result(row, ""))
+        .collect()
+}
+
+pub(super) async fn take_pending(
+    db: &DatabaseConnection,
+    owner: &str,
+    limit: u64,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<incidents::Model>, DbErr> {
+    let lock = match db.get_database_backend() {
+        DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
+        _ => "",
+    };
+    let sql = format!(
+        "UPDATE incidents SET lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+         WHERE id IN ( \
+           SELECT id FROM incidents \
+           WHERE status = 'pending' \
+             AND (lease_expires_at IS NULL OR lease_expires_at < $3) \
+             AND (run_after IS NULL OR run_after <= $3) \
+           ORDER BY created_at, id LIMIT $4 {lock}) \
+         AND status = 'pending' \
+         RETURNING *"
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    incidents_from(
+        db,
+        stmt(
+            db,
+            &sql,
+            vec![owner.into(), lease_until.into(), now.into(), limit.into()],
+        ),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn mark_queued(
+    db: &DatabaseConnection,
+    incident_id: Uuid,
+    owner: &str,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    priority: i32,
+    agent_profile: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let sql = format!(
+        "UPDATE incidents SET status = '{to}', queued_at = $3, updated_at = $3, \
+           lease_owner = NULL, lease_expires_at = NULL, labels = $4, annotations = $5, \
+           priority = $6, agent_profile = $7 \
+         WHERE id = $1 AND lease_owner = $2 AND status IN ({from})",
+        to = MARK_QUEUED.to,
+        from = MARK_QUEUED.sql_in_list()
+    );
+    let values = vec![
+        uuid_value(incident_id),
+        owner.into(),
+        now.into(),
+        json_map(labels),
+        json_map(annotations),
+        priority.into(),
+        agent_profile.map(str::to_owned).into(),
+    ];
+    Ok(db
+        .execute_raw(stmt(db, &sql, values))
+        .await?
+        .rows_affected())
+}
+
+pub(super) async fn mark_skipped(
+    db: &DatabaseConnection,
+    incident_id: Uuid,
+    owner: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let sql = format!(
+        "UPDATE incidents SET status = '{to}', skip_reason = $3, completed_at = $4, \
+           updated_at = $4, lease_owner = NULL, lease_expires_at = NULL \
+         WHERE id = $1 AND lease_owner = $2 AND status IN ({from})",
+        to = MARK_SKIPPED.to,
+        from = MARK_SKIPPED.sql_in_list()
+    );
+    let values = vec![
+        uuid_value(incident_id),
+        owner.into(),
+        reason.into(),
+        now.into(),
+    ];
+    Ok(db
+        .execute_raw(stmt(db, &sql, values))
+        .await?
+        .rows_affected())
+}
+
+pub(super) async fn defer_pending(
+    db: &DatabaseConnection,
+    incident_id: Uuid,
+    owner: &str,
+    run_after: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let sql = "UPDATE incidents SET run_after = $3, updated_at = $4, lease_owner = NULL, \
+                 lease_expires_at = NULL \
+               WHERE id = $1 AND lease_owner = $2 AND status = 'pending'";
+    let values = vec![
+        uuid_value(incident_id),
+        owner.into(),
+        run_after.into(),
+        now.into(),
+    ];
+    Ok(db.execute_raw(stmt(db, sql, values)).await?.rows_affected())
+}
+
+pub(super) async fn claim(
+    db: &DatabaseConnection,
+    owner: &str,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<incidents::Model>, DbErr> {
+    let lock = match db.get_database_backend() {
+        DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
+        _ => "",
+    };
+    let sql = format!(
+        "UPDATE incidents SET status = '{to}', lease_owner = $1, lease_expires_at = $2, \
+           started_at = $3, updated_at = $3, attempts = attempts + 1 \
+         WHERE id = ( \
+           SELECT i.id FROM incidents i \
+           WHERE i.status IN ({from}) \
+             AND (i.run_after IS NULL OR i.run_after <= $3) \
+             AND NOT EXISTS ( \
+               SELECT 1 FROM incidents busy \
+               WHERE busy.cluster = i.cluster AND busy.status = 'investigating') \
+           ORDER BY i.priority DESC, i.queued_at, i.id \
+           LIMIT 1 {lock}) \
+         AND status IN ({from}) \
+         RETURNING *",
+        to = CLAIM.to,
+        from = CLAIM.sql_in_list()
+    );
+    for _ in 0..CLAIM_RACE_RETRIES {
+        let values = vec![owner.into(), lease_until.into(), now.into()];
+        match incidents_from(db, stmt(db, &sql, values)).await {
+            Ok(mut rows) => return Ok(rows.pop()),
+            // Another worker took an incident of the same cluster in the same instant; the
+            // database refused the second one, so pick again.
+            Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                continue;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(None)
+}
+
+const FENCE: &str = "id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'investigating'";
+
+fn fence_values(lease: &Lease) -> Vec<Value> {
+    vec![
+        uuid_value(lease.incident_id),
+        lease.owner.clone().into(),
+        lease.attempt.into(),
+    ]
+}
+
+pub(super) async fn heartbeat(
+    db: &DatabaseConnection,
+    lease: &Lease,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let sql = format!("UPDATE incidents SET lease_expires_at = $4, updated_at = $5 WHERE {FENCE}");
+    let mut values = fence_values(lease);
+    values.extend([lease_until.into(), now.into()]);
+    Ok(db
+        .execute_raw(stmt(db, &sql, values))
+        .await?
+        .rows_affected())
+}
+
+pub(super) async fn finish(
+    db: &DatabaseConnection,
+    lease: &Lease,
+    outcome: &JobOutcome,
+    now: DateTime<Utc>,
+    after: impl Fn(std::time::Duration) -> DateTime<Utc>,
+) -> Result<(JobStatus, u64), DbErr> {
+    let mut values = fence_values(lease);
+    values.push(now.into());
+    let (transition, set) = match outcome {
+        JobOutcome::Done { exit_code } => {
+            values.push((*exit_code).into());
+            (
+                FINISH_DONE,
+                "completed_at = $4, exit_code = $5, failure_reason = NULL",
+            )
+        }
+        JobOutcome::AgentFailed { reason, exit_code } => {
+            values.extend([(*exit_code).into(), reason.clone().into()]);
+            (
+                FINISH_AGENT_FAILED,
+                "completed_at = $4, exit_code = $5, failure_reason = $6",
+            )
+        }
+        JobOutcome::RetryAfter { delay, reason } => {
+            values.extend([after(*delay).into(), reason.clone().into()]);
+            (FINISH_RETRY, "run_after = $5, failure_reason = $6")
+        }
+        JobOutcome::Abort { reason } => {
+            values.push(reason.clone().into());
+            (FINISH_ABORT, "completed_at = $4, failure_reason = $5")
+        }
+    };
+    debug_assert!(transition.from == [JobStatus::Investigating]);
+    let sql = format!(
+        "UPDATE incidents SET status = '{to}', updated_at = $4, lease_owner = NULL, \
+           lease_expires_at = NULL, {set} \
+         WHERE {FENCE}",
+        to = transition.to
+    );
+    let changed = db
+        .execute_raw(stmt(db, &sql, values))
+        .await?
+        .rows_affected();
+    Ok((transition.to, changed))
+}
+
+pub(super) async fn sweep_expired(
+    db: &DatabaseConnection,
+    max_attempts: i32,
+    now: DateTime<Utc>,
+) -> Result<SweepReport, super::QueueError> {
+    let txn = begin_write(db).await?;
+    let sql = format!(
+        "UPDATE incidents SET \
+           status = CASE WHEN attempts >= $2 THEN '{give_up}' ELSE '{requeue}' END, \
+           failure_reason = CASE WHEN attempts >= $2 \
+             THEN 'lease expired on attempt ' || attempts || ' of ' || $2 || '; giving up' \
+             ELSE 'lease expired on attempt ' || attempts END, \
+           completed_at = CASE WHEN attempts >= $2 THEN $1 ELSE NULL END, \
+           lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+         WHERE status = 'investigating' AND lease_expires_at < $1 \
+         RETURNING id, status",
+        give_up = SWEEP_GIVE_UP.to,
+        requeue = SWEEP_REQUEUE.to,
+    );
+    let rows = txn
+        .query_all_raw(stmt(&txn, &sql, vec![now.into(), max_attempts.into()]))
+        .await?;
+    let mut report = SweepReport::default();
+    for row in rows {
+        let id: String = row.try_get("", "id")?;
+        let status: String = row.try_get("", "status")?;
+        let id = Uuid::parse_str(&id).map_err(|e| crate::store::StoreError::CorruptRow {
+            table: "incidents",
+            id: id.clone(),
+            reason: e.to_string(),
+        })?;
+        if status == SWEEP_GIVE_UP.to.as_str() {
+            report.failed.push(id);
+        } else {
+            report.requeued.push(id);
+        }
+    }
+    let released = txn
+        .execute_raw(stmt(
+            &txn,
+            "UPDATE incidents SET lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+             WHERE status = 'pending' AND lease_expires_at < $1",
+            vec![now.into()],
+        ))
+        .await?;
+    report.released_pending = released.rows_affected();
+    txn.commit().await?;
+    report.requeued.sort();
+    report.failed.sort();
+    Ok(report)
+}
+
+pub(super) async fn retry(
+    db: &DatabaseConnection,
+    incident_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let sql = format!(
+        "UPDATE incidents SET status = '{to}', queued_at = $2, updated_at = $2, attempts = 0, \
+           run_after = NULL, started_at = NULL, completed_at = NULL, skip_reason = NULL, \
+           failure_reason = NULL, exit_code = NULL \
+         WHERE id = $1 AND status IN ({from})",
+        to = RETRY.to,
+        from = RETRY.sql_in_list()
+    );
+    let values = vec![uuid_value(incident_id), now.into()];
+    Ok(db
+        .execute_raw(stmt(db, &sql, values))
+        .await?
+        .rows_affected())
+}
+
+pub(super) async fn counts(
+    db: &DatabaseConnection,
+) -> Result<BTreeMap<JobStatus, u64>, super::QueueError> {
+    let rows = db
+        .query_all_raw(stmt(
+            db,
+            "SELECT status, COUNT(*) AS n FROM incidents GROUP BY status",
+            vec![],
+        ))
+        .await?;
+    let mut counts = BTreeMap::new();
+    for row in rows {
+        let status: String = row.try_get("", "status")?;
+        let n: i64 = row.try_get("", "n")?;
+        let status = status
+            .parse()
+            .map_err(|reason| crate::store::StoreError::CorruptRow {
+                table: "incidents",
+                id: "(count)".into(),
+                reason,
+            })?;
+        counts.insert(status, u64::try_from(n).unwrap_or_default());
+    }
+    Ok(counts)
+}

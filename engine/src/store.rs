@@ -1,0 +1,466 @@
+//! The database: connecting to SQLite or Postgres, running migrations, and the non-queue tables.
+//!
+//! The hot path of the queue is raw SQL in `queue/sql.rs`; this module owns the connection, the
+//! schema checks every command makes before touching data, and plain CRUD through SeaORM.
+
+pub mod entity;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use nightcrier_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use uuid::Uuid;
+
+/// The database nightcrier uses when none is given: an SQLite file next to the process.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://nightcrier.db";
+
+/// Errors of the store boundary. Messages never contain a database password.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is not one nightcrier can use.
+    #[error("invalid database url `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL with any password masked.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The database could not be reached or opened.
+    #[error("cannot connect to database `{url}`: {source}")]
+    Connect {
+        /// The URL with any password masked.
+        url: String,
+        /// The driver's error.
+        source: sea_orm::DbErr,
+    },
+    /// The schema is older than this build of nightcrier.
+    #[error(
+        "database `{url}` has {count} pending migration(s) (first: {first}); run `nightcrier migrate up`"
+    )]
+    PendingMigrations {
+        /// The URL with any password masked.
+        url: String,
+        /// How many migrations are not applied.
+        count: usize,
+        /// The name of the first one.
+        first: String,
+    },
+    /// The schema is newer than this build of nightcrier.
+    #[error(
+        "database `{url}` has migration `{name}` that this nightcrier does not know; upgrade nightcrier"
+    )]
+    UnknownMigration {
+        /// The URL with any password masked.
+        url: String,
+        /// The unknown migration.
+        name: String,
+    },
+    /// A row holds a value nightcrier cannot interpret.
+    #[error("corrupt row in `{table}` (id {id}): {reason}")]
+    CorruptRow {
+        /// The table.
+        table: &'static str,
+        /// The row's primary key.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Any other database error.
+    #[error(transparent)]
+    Db(#[from] sea_orm::DbErr),
+}
+
+/// How to open the database.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// `sqlite://PATH`, `sqlite::memory:` or `postgres://…`.
+    pub url: String,
+    /// Connection pool size. SQLite uses 1 unless set: it has a single writer, and one
+    /// connection per process avoids busy-waiting between connections of the same process.
+    pub max_connections: Option<u32>,
+    /// How long SQLite waits for another process's write lock before failing.
+    pub busy_timeout: Duration,
+    /// SQLite `synchronous=FULL` (an acknowledged event survives power loss) instead of
+    /// `NORMAL` (survives a crash of nightcrier, not of the machine).
+    pub sqlite_synchronous_full: bool,
+}
+
+impl StoreConfig {
+    /// A config for `url` with the defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: None,
+            busy_timeout: Duration::from_secs(10),
+            sqlite_synchronous_full: true,
+        }
+    }
+}
+
+/// A connected database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    url_for_display: String,
+}
+
+/// The status of one migration, for `nightcrier migrate status`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MigrationState {
+    /// The migration's name.
+    pub name: String,
+    /// Whether it is applied.
+    pub applied: bool,
+}
+
+impl Store {
+    /// Opens the database at `config.url`, creating an SQLite file (and its folder) if needed.
+    pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        let url_for_display = redact_url(&config.url);
+        let backend = backend_of(&config.url).ok_or_else(|| StoreError::InvalidUrl {
+            url: url_for_display.clone(),
+            reason: "expected sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DB".into(),
+        })?;
+        let mut options = ConnectOptions::new(config.url.clone());
+        options.sqlx_logging(false);
+        options.connect_timeout(Duration::from_secs(10));
+        options.acquire_timeout(Duration::from_secs(30));
+        match backend {
+            DbBackend::Sqlite => {
+                if let Some(path) = sqlite_path(&config.url) {
+                    create_parent_dir(path, &url_for_display)?;
+                }
+                options.max_connections(config.max_connections.unwrap_or(1));
+                let busy_timeout = config.busy_timeout;
+                let synchronous = if config.sqlite_synchronous_full {
+                    SqliteSynchronous::Full
+                } else {
+                    SqliteSynchronous::Normal
+                };
+                options.map_sqlx_sqlite_opts(move |opts| {
+                    opts.create_if_missing(true)
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(synchronous)
+                        .busy_timeout(busy_timeout)
+                        .foreign_keys(true)
+                });
+            }
+            _ => {
+                options.max_connections(config.max_connections.unwrap_or(10));
+                // The pool reports only "timed out" when it cannot connect; one direct
+                // connection first surfaces the real cause (refused, auth, missing database).
+                probe_postgres(&config.url, &url_for_display).await?;
+            }
+        }
+        let db = Database::connect(options)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: url_for_display.clone(),
+                source,
+            })?;
+        Ok(Self {
+            db,
+            url_for_display,
+        })
+    }
+
+    /// The connection, for the queue and for tests.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// The URL with any password masked.
+    pub fn display_url(&self) -> &str {
+        &self.url_for_display
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate_up(&self) -> Result<usize, StoreError> {
+        let pending = Migrator::get_pending_migrations(&self.db).await?.len();
+        Migrator::up(&self.db, None).await?;
+        Ok(pending)
+    }
+
+    /// Rolls back the last `steps` migrations (all of them with `None`).
+    pub async fn migrate_down(&self, steps: Option<u32>) -> Result<(), StoreError> {
+        Migrator::down(&self.db, steps).await?;
+        Ok(())
+    }
+
+    /// Every known migration with whether it is applied.
+    pub async fn migration_status(&self) -> Result<Vec<MigrationState>, StoreError> {
+        self.check_no_unknown_migrations().await?;
+        let applied: Vec<String> = Migrator::get_applied_migrations(&self.db)
+            .await?
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        Ok(Migrator::migrations()
+            .iter()
+            .map(|m| MigrationState {
+                name: m.name().to_owned(),
+                applied: applied.iter().any(|a| a == m.name()),
+            })
+            .collect())
+    }
+
+    /// Fails unless the schema is exactly the one this build expects.
+    pub async fn ensure_migrated(&self) -> Result<(), StoreError> {
+        self.check_no_unknown_migrations().await?;
+        let pending = Migrator::get_pending_migrations(&self.db).await?;
+        if let Some(first) = pending.first() {
+            return Err(StoreError::PendingMigrations {
+                url: self.url_for_display.clone(),
+                count: pending.len(),
+                first: first.name().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn check_no_unknown_migrations(&self) -> Result<(), StoreError> {
+        let known: Vec<String> = Migrator::migrations()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        // `get_migration_models` creates the bookkeeping table if missing, which is harmless.
+        for model in Migrator::get_migration_models(&self.db).await? {
+            if !known.contains(&model.version) {
+                return Err(StoreError::UnknownMigration {
+                    url: self.url_for_display.clone(),
+                    name: model.version,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records input that could not become a fault event, keeping its bytes as received.
+    pub async fn reject_event(
+        &self,
+        source: &str,
+        cluster: Option<&str>,
+        raw_payload: &[u8],
+        reason: &str,
+        received_at: DateTime<Utc>,
+    ) -> Result<Uuid, StoreError> {
+        let id = Uuid::new_v4();
+        entity::rejected_events::ActiveModel {
+            id: Set(id.to_string()),
+            source: Set(non_empty_or(source, "unknown")),
+            cluster: Set(cluster.map(str::to_owned)),
+            raw_payload: Set(raw_payload.to_vec()),
+            reason: Set(non_empty_or(reason, "unspecified")),
+            received_at: Set(crate::queue::db_time(received_at)),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(id)
+    }
+
+    /// The most recent dead letters, newest first.
+    pub async fn rejected_events(
+        &self,
+        limit: u64,
+    ) -> Result<Vec<entity::rejected_events::Model>, StoreError> {
+        Ok(entity::rejected_events::Entity::find()
+            .order_by_desc(entity::rejected_events::Column::ReceivedAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The fault event with this id.
+    pub async fn fault_event(
+        &self,
+        id: &str,
+    ) -> Result<Option<entity::fault_events::Model>, StoreError> {
+        Ok(entity::fault_events::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Agent executions of an incident, oldest first.
+    pub async fn agent_executions(
+        &self,
+        incident_id: Uuid,
+    ) -> Result<Vec<entity::agent_executions::Model>, StoreError> {
+        Ok(entity::agent_executions::Entity::find()
+            .filter(entity::agent_executions::Column::IncidentId.eq(incident_id.to_string()))
+            .order_by_asc(entity::agent_executions::Column::StartedAt)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Plugin runs recorded for an incident, oldest first.
+    pub async fn plugin_runs(
+        &self,
+        incident_id: Uuid,
+    ) -> Result<Vec<entity::plugin_runs::Model>, StoreError> {
+        Ok(entity::plugin_runs::Entity::find()
+            .filter(entity::plugin_runs::Column::IncidentId.eq(incident_id.to_string()))
+            .order_by_asc(entity::plugin_runs::Column::CreatedAt)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.db.close().await?;
+        Ok(())
+    }
+}
+
+async fn probe_postgres(url: &str, url_for_display: &str) -> Result<(), StoreError> {
+    use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+    let connect_error = |error: sea_orm::sqlx::Error| StoreError::Connect {
+        url: url_for_display.to_owned(),
+        source: sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(error.to_string())),
+    };
+    let options: sea_orm::sqlx::postgres::PgConnectOptions =
+        url.parse()
+            .map_err(|error: sea_orm::sqlx::Error| StoreError::InvalidUrl {
+                url: url_for_display.to_owned(),
+                reason: error.to_string(),
+            })?;
+    let connection = tokio::time::timeout(Duration::from_secs(10), options.connect())
+        .await
+        .map_err(|_| StoreError::Connect {
+            url: url_for_display.to_owned(),
+            source: sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(
+                "no answer within 10s".into(),
+            )),
+        })?
+        .map_err(connect_error)?;
+    connection.close().await.map_err(connect_error)
+}
+
+fn non_empty_or(value: &str, fallback: &str) -> String {
+    if value.is_empty() {
+        fallback.to_owned()
+    } else {
+        value.to_owned()
+    }
+}
+
+/// The backend a URL names, if nightcrier supports it.
+fn backend_of(url: &str) -> Option<DbBackend> {
+    if url.starts_with("sqlite:") {
+        Some(DbBackend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some(DbBackend::Postgres)
+    } else {
+        None
+    }
+}
+
+/// The file behind an SQLite URL, or `None` for an in-memory database.
+fn sqlite_path(url: &str) -> Option<&Path> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || rest.contains("mode=memory") {
+        None
+    } else {
+        Some(Path::new(path))
+    }
+}
+
+fn create_parent_dir(path: &Path, url: &str) -> Result<(), StoreError> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => {
+            std::fs::create_dir_all(parent).map_err(|error| StoreError::InvalidUrl {
+                url: url.to_owned(),
+                reason: format!("cannot create folder {}: {error}", parent.display()),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `url` with the password, if any, replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/nc?sslmode=require"),
+            "postgres://app:***@db:5432/nc?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://app@db/nc"), "postgres://app@db/nc");
+        assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+    }
+
+    #[test]
+    fn sqlite_paths_are_found() {
+        assert_eq!(
+            sqlite_path("sqlite://data/nc.db?mode=rwc"),
+            Some(Path::new("data/nc.db"))
+        );
+        assert_eq!(sqlite_path("sqlite:nc.db"), Some(Path::new("nc.db")));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("sqlite://x?mode=memory"), None);
+    }
+
+    #[tokio::test]
+    async fn unsupported_scheme_is_named() {
+        let err = Store::connect(&StoreConfig::new("mysql://root:pw@localhost/x"))
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("invalid database url `mysql://root:***@localhost/x`"),
+            "{message}"
+        );
+        assert!(!message.contains("pw"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn pending_migrations_are_reported_then_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/nc.db", dir.path().display());
+        let store = Store::connect(&StoreConfig::new(&url)).await.unwrap();
+        let err = store.ensure_migrated().await.unwrap_err().to_string();
+        assert!(err.contains("pending migration"), "{err}");
+        assert!(err.contains("nightcrier migrate up"), "{err}");
+        let applied = store.migrate_up().await.unwrap();
+        assert_eq!(applied, Migrator::migrations().len());
+        store.ensure_migrated().await.unwrap();
+        assert!(
+            store
+                .migration_status()
+                .await
+                .unwrap()
+                .iter()
+                .all(|m| m.applied)
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! Migrations go up, down and up again on both backends, and the schema enforces the domain
+//! invariants by itself.
+
+use crate::support::{backends, event};
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, Statement};
+
+const TABLES: [&str; 7] = [
+    "fault_events",
+    "incidents",
+    "agent_executions",
+    "triage_reports",
+    "plugin_runs",
+    "rejected_events",
+    "plugin_kv",
+];
+
+async fn table_exists(store: &nightcrier::Store, table: &str) -> bool {
+    let db = store.connection();
+    let sql = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public' AND table_name = $1"
+        }
+        _ => "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1",
+    };
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            sql,
+            [table.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap() == 1
+}
+
+#[tokio::test]
+async fn migrations_go_up_down_and_up_again() {
+    for db in backends().await {
+        let store = db.store().await;
+        assert!(store.ensure_migrated().await.is_err(), "{}", db.backend);
+        store.migrate_up().await.unwrap();
+        for table in TABLES {
+            assert!(
+                table_exists(&store, table).await,
+                "{}: {table} missing after up",
+                db.backend
+            );
+        }
+        store.migrate_down(None).await.unwrap();
+        for table in TABLES {
+            assert!(
+                !table_exists(&store, table).await,
+                "{}: {table} left after down",
+                db.backend
+            );
+        }
+        store.migrate_up().await.unwrap();
+        store.ensure_migrated().await.unwrap();
+        assert!(table_exists(&store, "incidents").await);
+    }
+}
+
+#[tokio::test]
+async fn schema_enforces_one_investigating_incident_per_cluster() {
+    for db in backends().await {
+        let queue = db.queue().await;
+        let ids = queue
+            .ingest_batch(&[event("c1", 1), event("c1", 2)])
+            .await
+            .unwrap();
+        let conn = queue.store().connection();
+        let backend = conn.get_database_backend();
+        let set = "UPDATE incidents SET status = 'investigating', lease_owner = 'w', lease_expires_at = $2 WHERE id = $1";
+        let first = Statement::from_sql_and_values(
+            backend,
+            set,
+            [ids[0].incident_id.to_string().into(), Utc::now().into()],
+        );
+        conn.execute_raw(first).await.unwrap();
+        let second = Statement::from_sql_and_values(
+            backend,
+            set,
+            [ids[1].incident_id.to_string().into(), Utc::now().into()],
+        );
+        let err = conn.execute_raw(second).await.unwrap_err();
+        assert!(
+            matches!(
+                err.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ),
+            "{}: {err}",
+            db.backend
+        );
+    }
+}
+
+#[tokio::test]
+async fn schema_enforces_one_incident_per_event_and_known_statuses() {
+    for db in backends().await {
+        let queue = db.queue().await;
+        let ids = queue.ingest(&event("c1", 1)).await.unwrap();
+        let conn = queue.store().connection();
+        let backend = conn.get_database_backend();
+        let second_incident = Statement::from_sql_and_values(
+            backend,
+            "INSERT INTO incidents (id, fault_event_id, cluster, status, labels, annotations, created_at, updated_at) \
+             VALUES ($1, $2, 'c1', 'pending', '{}', '{}', $3, $3)",
+            [
+                uuid::Uuid::new_v4().to_string().into(),
+                ids.event_id.to_string().into(),
+                Utc::now().into(),
+            ],
+        );
+        assert!(
+            conn.execute_raw(second_incident).await.is_err(),
+            "{}",
+            db.backend
+        );
+        let bogus = Statement::from_sql_and_values(
+            backend,
+            "UPDATE incidents SET status = 'running' WHERE id = $1",
+            [ids.incident_id.to_string().into()],
+        );
+        assert!(conn.execute_raw(bogus).await.is_err(), "{}", db.backend);
+        let leaseless = Statement::from_sql_and_values(
+            backend,
+            "UPDATE incidents SET status = 'investigating' WHERE id = $1",
+            [ids.incident_id.to_string().into()],
+        );
+        assert!(conn.execute_raw(leaseless).await.is_err(), "{}", db.backend);
+    }
+}
