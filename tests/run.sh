@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# nightcrier's test command: formatting, lints, and every test on a real SQLite file, a real
+# throwaway Postgres server and the local Docker engine. Run from anywhere: `bash tests/run.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target add wasm32-wasip2
+
+if [ -z "${NIGHTCRIER_TEST_PG_URL:-}" ]; then
+    eval "$(bash tests/pg.sh start)"
+    trap 'bash tests/pg.sh stop "$NIGHTCRIER_TEST_PG_DIR"' EXIT
+fi
+export NIGHTCRIER_TEST_PG_URL
+echo "tests: Postgres at $NIGHTCRIER_TEST_PG_URL"
+
+if [ -f plugins/build.sh ]; then
+    bash plugins/build.sh
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+if [ -f plugins/Cargo.toml ]; then
+    cargo fmt --manifest-path plugins/Cargo.toml --all -- --check
+fi
+cargo test --workspace --no-fail-fast
