@@ -14,6 +14,7 @@
 //! transition is an error, never a write.
 
 mod sql;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,8 @@ use uuid::Uuid;
 
 use crate::store::entity::incidents;
 use crate::store::{Store, StoreError};
+
+pub use worker::{Investigate, WorkerConfig, run as run_workers};
 
 /// Where an incident is in its life. Stored as text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -7,3 +7,5 @@ mod migrations;
 mod queue;
 mod queue_concurrency;
 mod support;
+mod tidy;
+mod worker;

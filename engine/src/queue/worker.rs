@@ -1,0 +1,212 @@
+//! The worker loop: claim → investigate (with lease renewal) → finish, for N slots at once, plus
+//! the sweeper that returns expired leases to the queue.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{Incident, JobOutcome, Lease, Queue, QueueError};
+
+/// Runs one investigation. Implemented by the agent runtime; tests use fakes.
+pub trait Investigate: Send + Sync + 'static {
+    /// Investigates `incident`. `cancel` fires when the lease is lost or the engine shuts down
+    /// past its grace period; the investigation should then stop (its outcome is discarded).
+    fn investigate(
+        &self,
+        incident: Incident,
+        lease: Lease,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = JobOutcome> + Send;
+}
+
+/// How workers behave.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Identity of this process in `lease_owner` (a slot number is appended).
+    pub owner: String,
+    /// Investigations run at once by this process.
+    pub concurrency: usize,
+    /// Lease length; renewed every `lease / 3`.
+    pub lease: Duration,
+    /// How long to wait before looking again when nothing is claimable.
+    pub poll_interval: Duration,
+    /// Claims after which an incident whose lease keeps expiring is failed.
+    pub max_attempts: i32,
+    /// How often the sweeper runs.
+    pub sweep_interval: Duration,
+    /// How long in-flight investigations may finish after shutdown before they are cancelled.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            owner: format!("nightcrier-{}", std::process::id()),
+            concurrency: 4,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            max_attempts: 3,
+            sweep_interval: Duration::from_secs(15),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs `config.concurrency` worker slots and the sweeper until `shutdown` fires, then lets
+/// in-flight investigations finish for `shutdown_grace` and cancels the rest.
+pub async fn run<I: Investigate>(
+    queue: Queue,
+    config: WorkerConfig,
+    investigator: Arc<I>,
+    shutdown: CancellationToken,
+) {
+    let hard_stop = CancellationToken::new();
+    let mut slots = JoinSet::new();
+    for slot in 0..config.concurrency.max(1) {
+        let queue = queue.clone();
+        let config = config.clone();
+        let investigator = investigator.clone();
+        let shutdown = shutdown.clone();
+        let hard_stop = hard_stop.clone();
+        slots.spawn(async move {
+            let owner = format!("{}/{slot}", config.owner);
+            slot_loop(
+                &queue,
+                &config,
+                &owner,
+                investigator.as_ref(),
+                &shutdown,
+                &hard_stop,
+            )
+            .await;
+        });
+    }
+    let sweeper = {
+        let queue = queue.clone();
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { sweep_loop(&queue, &config, &shutdown).await })
+    };
+    shutdown.cancelled().await;
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        while slots.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(grace = ?config.shutdown_grace, "cancelling investigations still running after the shutdown grace period");
+        hard_stop.cancel();
+        while slots.join_next().await.is_some() {}
+    }
+    let _ = sweeper.await;
+}
+
+async fn sweep_loop(queue: &Queue, config: &WorkerConfig, shutdown: &CancellationToken) {
+    let mut ticker = tokio::time::interval(config.sweep_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match queue.sweep_expired(config.max_attempts, Utc::now()).await {
+            Ok(report) if !report.requeued.is_empty() || !report.failed.is_empty() => {
+                tracing::warn!(
+                    requeued = report.requeued.len(),
+                    failed = report.failed.len(),
+                    "swept expired leases"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(error = %error, "sweep failed"),
+        }
+    }
+}
+
+async fn slot_loop<I: Investigate>(
+    queue: &Queue,
+    config: &WorkerConfig,
+    owner: &str,
+    investigator: &I,
+    shutdown: &CancellationToken,
+    hard_stop: &CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        match queue.claim(owner, config.lease, Utc::now()).await {
+            Ok(Some((incident, lease))) => {
+                run_one(queue, config, investigator, incident, lease, hard_stop).await;
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(config.poll_interval) => {}
+                }
+            }
+            Err(error) => {
+                tracing::error!(worker = owner, error = %error, "claim failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(config.poll_interval) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn run_one<I: Investigate>(
+    queue: &Queue,
+    config: &WorkerConfig,
+    investigator: &I,
+    incident: Incident,
+    mut lease: Lease,
+    hard_stop: &CancellationToken,
+) {
+    let incident_id = incident.id;
+    let cluster = incident.cluster.clone();
+    tracing::info!(incident_id = %incident_id, cluster = %cluster, attempt = lease.attempt, "investigating");
+    let cancel = hard_stop.child_token();
+    let investigation = investigator.investigate(incident, lease.clone(), cancel.clone());
+    tokio::pin!(investigation);
+    let renew_every = (config.lease / 3).max(Duration::from_millis(10));
+    let mut renew =
+        tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut investigation => break Some(outcome),
+            _ = renew.tick() => {
+                match queue.heartbeat(&mut lease, config.lease, Utc::now()).await {
+                    Ok(()) => {}
+                    Err(QueueError::LeaseLost { .. }) => {
+                        tracing::warn!(incident_id = %incident_id, cluster = %cluster, "lease lost; abandoning the investigation");
+                        cancel.cancel();
+                        break None;
+                    }
+                    Err(error) => tracing::error!(incident_id = %incident_id, error = %error, "heartbeat failed"),
+                }
+            }
+        }
+    };
+    let Some(mut outcome) = outcome else {
+        // Let the investigation observe the cancellation and clean up.
+        investigation.await;
+        return;
+    };
+    if hard_stop.is_cancelled() {
+        // The outcome of an investigation cut short by shutdown says nothing about the
+        // incident: hand it back to the queue for this or another replica.
+        outcome = JobOutcome::RetryAfter {
+            delay: Duration::ZERO,
+            reason: "interrupted by nightcrier shutting down".into(),
+        };
+    }
+    match queue.finish(&lease, &outcome, Utc::now()).await {
+        Ok(status) => {
+            tracing::info!(incident_id = %incident_id, cluster = %cluster, status = %status, "investigation finished")
+        }
+        Err(error) => {
+            tracing::error!(incident_id = %incident_id, cluster = %cluster, error = %error, "could not record the outcome")
+        }
+    }
+}
