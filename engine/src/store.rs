@@ -4,6 +4,9 @@
 //! schema checks every command makes before touching data, and plain CRUD through SeaORM.
 
 pub mod entity;
+mod records;
+
+pub use records::{NewExecution, NewPluginRun, NewReport};
 
 use std::path::Path;
 use std::time::Duration;

@@ -14,6 +14,7 @@ mod m20261126_000004_create_triage_reports;
 mod m20261126_000005_create_plugin_runs;
 mod m20261126_000006_create_rejected_events;
 mod m20261126_000007_create_plugin_kv;
+mod m20261126_000008_create_circuit_breakers;
 
 /// The ordered list of nightcrier migrations.
 #[derive(Debug)]
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000005_create_plugin_runs::Migration),
             Box::new(m20261126_000006_create_rejected_events::Migration),
             Box::new(m20261126_000007_create_plugin_kv::Migration),
+            Box::new(m20261126_000008_create_circuit_breakers::Migration),
         ]
     }
 

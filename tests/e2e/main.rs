@@ -6,6 +6,7 @@ mod cli;
 mod migrations;
 mod queue;
 mod queue_concurrency;
+mod records;
 mod support;
 mod tidy;
 mod worker;

@@ -5,7 +5,8 @@ use crate::support::{backends, event};
 use chrono::Utc;
 use sea_orm::{ConnectionTrait, Statement};
 
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
+    "circuit_breakers",
     "fault_events",
     "incidents",
     "agent_executions",

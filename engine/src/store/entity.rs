@@ -5,6 +5,7 @@
 //! `queue`, never here.
 
 pub mod agent_executions;
+pub mod circuit_breakers;
 pub mod fault_events;
 pub mod incidents;
 pub mod plugin_kv;

@@ -1,0 +1,160 @@
+//! The side tables on both backends: plugin key-value pairs with expiry, agent executions,
+//! circuit-breaker state, plugin runs and reports.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use nightcrier::store::{NewExecution, NewPluginRun, NewReport};
+
+use crate::support::{backends, event};
+
+#[tokio::test]
+async fn plugin_kv_is_scoped_and_expires() {
+    for db in backends().await {
+        let store = db.queue().await.store().clone();
+        let now = Utc::now();
+        store
+            .kv_set(
+                "dedup",
+                "fault:a817",
+                b"1".to_vec(),
+                Some(now + chrono::Duration::seconds(600)),
+                now,
+            )
+            .await
+            .unwrap();
+        store
+            .kv_set("other", "fault:a817", b"2".to_vec(), None, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.kv_get("dedup", "fault:a817", now).await.unwrap(),
+            Some(b"1".to_vec()),
+            "{}",
+            db.backend
+        );
+        assert_eq!(
+            store.kv_get("other", "fault:a817", now).await.unwrap(),
+            Some(b"2".to_vec())
+        );
+        let later = now + chrono::Duration::seconds(601);
+        assert_eq!(
+            store.kv_get("dedup", "fault:a817", later).await.unwrap(),
+            None,
+            "{}: expired",
+            db.backend
+        );
+        assert_eq!(store.kv_purge_expired(later).await.unwrap(), 1);
+        store
+            .kv_set("other", "fault:a817", b"3".to_vec(), None, now)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.kv_get("other", "fault:a817", later).await.unwrap(),
+            Some(b"3".to_vec()),
+            "overwrite"
+        );
+        store.kv_delete("other", "fault:a817").await.unwrap();
+        assert_eq!(
+            store.kv_get("other", "fault:a817", now).await.unwrap(),
+            None
+        );
+    }
+}
+
+#[tokio::test]
+async fn executions_breakers_plugin_runs_and_reports_round_trip() {
+    for db in backends().await {
+        let queue = db.queue().await;
+        let store = queue.store().clone();
+        let ids = queue.ingest(&event("prod", 1)).await.unwrap();
+        let now = Utc::now();
+        let execution_id = store
+            .insert_execution(&NewExecution {
+                incident_id: ids.incident_id,
+                attempt: 1,
+                agent_profile: "claude".into(),
+                image: "nightcrier-agent:latest".into(),
+                container_id: "c0ffee".into(),
+                started_at: now,
+                log_paths: serde_json::json!({"agent-full.log": "/w/logs/agent-full.log"}),
+            })
+            .await
+            .unwrap();
+        let changed = store
+            .finish_execution(ids.incident_id, "c0ffee", now, Some(0), None)
+            .await
+            .unwrap();
+        assert_eq!(changed, 1, "{}", db.backend);
+        let runs = store.agent_executions(ids.incident_id).await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(
+            (runs[0].exit_code, runs[0].container_id.as_deref()),
+            (Some(0), Some("c0ffee"))
+        );
+
+        assert_eq!(store.load_breaker("prod").await.unwrap(), None);
+        let state = serde_json::json!({"open": true, "consecutive_failures": 3});
+        store
+            .save_breaker("prod", state.clone(), now)
+            .await
+            .unwrap();
+        store
+            .save_breaker("prod", state.clone(), now)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load_breaker("prod").await.unwrap(),
+            Some(state),
+            "{}",
+            db.backend
+        );
+
+        store
+            .insert_plugin_run(
+                &NewPluginRun {
+                    incident_id: Some(ids.incident_id),
+                    stage: "pre_triage",
+                    plugin: "dedup".into(),
+                    plugin_version: Some("0.1.0".into()),
+                    outcome: "skip".into(),
+                    duration: Duration::from_micros(42),
+                    error: None,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let plugin_runs = store.plugin_runs(ids.incident_id).await.unwrap();
+        assert_eq!(
+            (plugin_runs[0].plugin.as_str(), plugin_runs[0].duration_us),
+            ("dedup", 42)
+        );
+
+        let report_id = store
+            .insert_report(
+                &NewReport {
+                    incident_id: ids.incident_id,
+                    execution_id: Some(execution_id),
+                    markdown: "# Root cause\nOOMKilled".into(),
+                    html: None,
+                    structured: Some(serde_json::json!({"confidence": "high"})),
+                    summary: Some("OOMKilled".into()),
+                    artifact_uri: None,
+                    storage_type: "database".into(),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let reports = store.reports(ids.incident_id).await.unwrap();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].id, report_id.to_string());
+        assert_eq!(
+            reports[0].execution_id,
+            Some(execution_id.to_string()),
+            "{}",
+            db.backend
+        );
+    }
+}
