@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
 use crate::queue::{Incident, JobStatus, ListFilter, Queue};
-use crate::store::{DEFAULT_DATABASE_URL, Store, StoreConfig};
+use crate::store::{Store, StoreConfig};
 use crate::telemetry::LogArgs;
 
 /// AI-powered incident triage for Kubernetes fleets.
@@ -26,6 +26,9 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
+    /// Config file (TOML) [default: ./nightcrier.toml when it exists].
+    #[arg(long, short = 'c', global = true, env = "NIGHTCRIER_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Logging options.
     #[command(flatten)]
     pub log: LogArgs,
@@ -37,6 +40,18 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the service: pre-triage, agent workers and lease sweeping, until SIGINT/SIGTERM.
+    /// Applies pending migrations first (unless `database.auto_migrate = false`) and re-attaches
+    /// to agent containers a previous run left behind.
+    Serve,
+    /// Print an incident's agent log; with --follow, keep printing until the run ends.
+    Tail {
+        /// The incident id.
+        id: Uuid,
+        /// Keep following the log while the agent runs.
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Apply, roll back or show database migrations.
     Migrate {
         /// `up` (default), `down` or `status`.
@@ -151,12 +166,35 @@ impl clap::ValueEnum for JobStatus {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let store_config = StoreConfig::new(
-        cli.database_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-    );
+    if let Command::Bench {
+        target: BenchTarget::Store(args),
+    } = &cli.command
+    {
+        crate::bench::store(args, cli.database_url.as_deref()).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config_path = cli.config.clone().or_else(|| {
+        let default = PathBuf::from("nightcrier.toml");
+        default.is_file().then_some(default)
+    });
+    let settings = crate::config::load(config_path.as_deref(), cli.database_url.as_deref())?;
+    let store_config = settings.store.clone();
     match cli.command {
+        Command::Serve => {
+            crate::server::run(settings, crate::server::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail { id, follow } => {
+            let mut out = tokio::io::stdout();
+            nightcrier_agent::tail(
+                &settings.runner.workspace_root,
+                &id.to_string(),
+                follow,
+                &mut out,
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Migrate { action } => {
             migrate(&store_config, action.unwrap_or(MigrateAction::Up)).await
         }
@@ -198,12 +236,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench {
-            target: BenchTarget::Store(args),
-        } => {
-            crate::bench::store(&args, cli.database_url.as_deref()).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Bench { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 

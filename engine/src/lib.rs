@@ -4,18 +4,26 @@
 //! - [`store`]: the database (SQLite or Postgres), migrations, dead letters, SeaORM entities.
 //! - [`queue`]: the `incidents` table as a job queue with leases; one agent per cluster.
 //! - [`event`]: raw fault payloads → validated events, or a reason for the dead letter table.
+//! - [`config`]: the TOML config file → validated `Settings`.
+//! - [`server`]: `nightcrier serve`: pre-triage, workers, sweeper, container recovery, drain.
+//! - [`triage`]: the pre-triage stage (`PreTriage`, `Decision`).
+//! - [`agent`]: queue ↔ Docker agent runtime glue (`AgentInvestigator`, DB recorders).
 //! - [`cli`]: the `nightcrier` command line.
 //! - [`bench`]: `nightcrier bench store`, the store and queue benchmark.
 //! - [`telemetry`]: tracing set-up and the field names used in logs.
 //!
 //! See `engine/ARCHITECTURE.md` for the bird's-eye view, the invariants and the glossary.
 
+pub mod agent;
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod event;
 pub mod queue;
+pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod triage;
 
 pub use queue::{Queue, QueueError};
 pub use store::{Store, StoreConfig, StoreError};

@@ -445,7 +445,8 @@ impl Queue {
 
     /// Stores one fault event and its `pending` incident in one transaction.
     pub async fn ingest(&self, event: &NewFaultEvent) -> Result<Ingested, QueueError> {
-        let mut ids = sql::ingest(self.store.connection(), std::slice::from_ref(event)).await?;
+        let mut ids =
+            sql::ingest(self.store.ingest_connection(), std::slice::from_ref(event)).await?;
         Ok(ids.remove(0))
     }
 
@@ -457,7 +458,7 @@ impl Queue {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(sql::ingest(self.store.connection(), events).await?)
+        Ok(sql::ingest(self.store.ingest_connection(), events).await?)
     }
 
     /// Leases up to `limit` pending incidents, oldest first, for pre-triage by `owner`.

@@ -89,8 +89,10 @@ pub struct StoreConfig {
     pub max_connections: Option<u32>,
     /// How long SQLite waits for another process's write lock before failing.
     pub busy_timeout: Duration,
-    /// SQLite `synchronous=FULL` (an acknowledged event survives power loss) instead of
-    /// `NORMAL` (survives a crash of nightcrier, not of the machine).
+    /// SQLite: commit ingested events with `synchronous=FULL`, so an acknowledged event
+    /// survives power loss. Queue-state changes always commit with `NORMAL` (they survive a
+    /// crash of nightcrier; after a power loss the last ones may roll back, which the leases
+    /// and fencing already handle). `false` makes ingest `NORMAL` too.
     pub sqlite_synchronous_full: bool,
 }
 
@@ -110,6 +112,9 @@ impl StoreConfig {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Where events and dead letters are committed, durably: on SQLite a second connection
+    /// with `synchronous=FULL`, on Postgres a pool with the server's `synchronous_commit`.
+    ingest_db: DatabaseConnection,
     url_for_display: String,
 }
 
@@ -130,47 +135,69 @@ impl Store {
             url: url_for_display.clone(),
             reason: "expected sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DB".into(),
         })?;
-        let mut options = ConnectOptions::new(config.url.clone());
-        options.sqlx_logging(false);
-        options.connect_timeout(Duration::from_secs(10));
-        options.acquire_timeout(Duration::from_secs(30));
+        let connect = |options: ConnectOptions| {
+            let url = url_for_display.clone();
+            async move {
+                Database::connect(options)
+                    .await
+                    .map_err(|source| StoreError::Connect { url, source })
+            }
+        };
         match backend {
             DbBackend::Sqlite => {
-                if let Some(path) = sqlite_path(&config.url) {
-                    create_parent_dir(path, &url_for_display)?;
-                }
-                options.max_connections(config.max_connections.unwrap_or(1));
-                let busy_timeout = config.busy_timeout;
-                let synchronous = if config.sqlite_synchronous_full {
-                    SqliteSynchronous::Full
-                } else {
-                    SqliteSynchronous::Normal
+                let in_memory = match sqlite_path(&config.url) {
+                    Some(path) => {
+                        create_parent_dir(path, &url_for_display)?;
+                        false
+                    }
+                    None => true,
                 };
-                options.map_sqlx_sqlite_opts(move |opts| {
-                    opts.create_if_missing(true)
-                        .journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(synchronous)
-                        .busy_timeout(busy_timeout)
-                        .foreign_keys(true)
-                });
+                let db = connect(sqlite_options(config, SqliteSynchronous::Normal)).await?;
+                let ingest_db = if in_memory {
+                    // a second connection would open a second, empty database
+                    db.clone()
+                } else {
+                    let synchronous = if config.sqlite_synchronous_full {
+                        SqliteSynchronous::Full
+                    } else {
+                        SqliteSynchronous::Normal
+                    };
+                    connect(sqlite_options(config, synchronous)).await?
+                };
+                Ok(Self {
+                    db,
+                    ingest_db,
+                    url_for_display,
+                })
             }
             _ => {
-                options.max_connections(config.max_connections.unwrap_or(10));
                 // The pool reports only "timed out" when it cannot connect; one direct
                 // connection first surfaces the real cause (refused, auth, missing database).
                 probe_postgres(&config.url, &url_for_display).await?;
+                let pool_size = config.max_connections.unwrap_or(10);
+                // Queue-state changes commit without waiting for the WAL flush (a crash of the
+                // database server may undo the last ones; leases and fencing handle that).
+                // Ingest keeps the server's durable default: an acknowledged event is on disk.
+                let mut options = base_options(&config.url);
+                options.max_connections(pool_size);
+                options
+                    .map_sqlx_postgres_opts(|opts| opts.options([("synchronous_commit", "off")]));
+                let db = connect(options).await?;
+                let mut options = base_options(&config.url);
+                options.max_connections(pool_size.div_ceil(2));
+                let ingest_db = connect(options).await?;
+                Ok(Self {
+                    ingest_db,
+                    db,
+                    url_for_display,
+                })
             }
         }
-        let db = Database::connect(options)
-            .await
-            .map_err(|source| StoreError::Connect {
-                url: url_for_display.clone(),
-                source,
-            })?;
-        Ok(Self {
-            db,
-            url_for_display,
-        })
+    }
+
+    /// The connection events are committed on.
+    pub(crate) fn ingest_connection(&self) -> &DatabaseConnection {
+        &self.ingest_db
     }
 
     /// The connection, for the queue and for tests.
@@ -267,7 +294,7 @@ impl Store {
             reason: Set(non_empty_or(reason, "unspecified")),
             received_at: Set(crate::queue::db_time(received_at)),
         }
-        .insert(&self.db)
+        .insert(&self.ingest_db)
         .await?;
         Ok(id)
     }
@@ -320,9 +347,36 @@ impl Store {
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(self) -> Result<(), StoreError> {
+        self.ingest_db.close_by_ref().await?;
         self.db.close().await?;
         Ok(())
     }
+}
+
+fn base_options(url: &str) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options.sqlx_logging(false);
+    options.connect_timeout(Duration::from_secs(10));
+    options.acquire_timeout(Duration::from_secs(30));
+    options
+}
+
+/// One connection per pool: SQLite has a single writer, and more connections in one process
+/// would only wait on each other's locks.
+fn sqlite_options(config: &StoreConfig, synchronous: SqliteSynchronous) -> ConnectOptions {
+    let mut options = base_options(&config.url);
+    options.max_connections(config.max_connections.unwrap_or(1));
+    let busy_timeout = config.busy_timeout;
+    options.map_sqlx_sqlite_opts(move |opts| {
+        opts.create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .busy_timeout(busy_timeout)
+            .foreign_keys(true)
+            // 64 MiB of page cache keeps the indexes' upper levels in memory under ingest load
+            .pragma("cache_size", "-65536")
+    });
+    options
 }
 
 async fn probe_postgres(url: &str, url_for_display: &str) -> Result<(), StoreError> {

@@ -7,6 +7,7 @@ mod migrations;
 mod queue;
 mod queue_concurrency;
 mod records;
+mod serve;
 mod support;
 mod tidy;
 mod worker;

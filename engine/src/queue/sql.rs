@@ -113,11 +113,13 @@ pub(super) async fn ingest(
 ) -> Result<Vec<Ingested>, DbErr> {
     let ids: Vec<Ingested> = events
         .iter()
+        // Time-ordered ids keep primary-key inserts at the right edge of the index.
         .map(|_| Ingested {
-            event_id: Uuid::new_v4(),
-            incident_id: Uuid::new_v4(),
+            event_id: Uuid::now_v7(),
+            incident_id: Uuid::now_v7(),
         })
         .collect();
+    let backend = db.get_database_backend();
     let txn = begin_write(db).await?;
     for (chunk, chunk_ids) in events.chunks(INGEST_CHUNK).zip(ids.chunks(INGEST_CHUNK)) {
         let mut sql = String::from(
@@ -128,7 +130,6 @@ pub(super) async fn ingest(
         );
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 16);
         for (row, (event, id)) in chunk.iter().zip(chunk_ids).enumerate() {
-            let base = row * 16;
             if row > 0 {
                 sql.push_str(", ");
             }
@@ -137,8 +138,7 @@ pub(super) async fn ingest(
                 if column > 1 {
                     sql.push_str(", ");
                 }
-                sql.push('$');
-                sql.push_str(&(base + column).to_string());
+                sql.push_str(&placeholder(backend, row * 16 + column));
             }
             sql.push(')');
             let resource = event.resource.as_ref();
@@ -167,32 +167,43 @@ pub(super) async fn ingest(
             "INSERT INTO incidents (id, fault_event_id, cluster, status, priority, labels, \
              annotations, created_at, updated_at, attempts) VALUES ",
         );
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
         for (row, (event, id)) in chunk.iter().zip(chunk_ids).enumerate() {
-            let base = row * 4;
             if row > 0 {
                 sql.push_str(", ");
             }
+            let p = |column: usize| placeholder(backend, row * 5 + column);
             sql.push_str(&format!(
-                "(${}, ${}, ${}, '{}', 0, '{{}}', '{{}}', ${}, ${}, 0)",
-                base + 1,
-                base + 2,
-                base + 3,
+                "({}, {}, {}, '{}', 0, '{{}}', '{{}}', {}, {}, 0)",
+                p(1),
+                p(2),
+                p(3),
                 INGEST.to,
-                base + 4,
-                base + 4
+                p(4),
+                p(5)
             ));
+            let received_at = super::db_time(event.received_at);
             values.extend([
                 uuid_value(id.incident_id),
                 uuid_value(id.event_id),
                 event.cluster.clone().into(),
-                super::db_time(event.received_at).into(),
+                received_at.into(),
+                received_at.into(),
             ]);
         }
         txn.execute_raw(stmt(&txn, &sql, values)).await?;
     }
     txn.commit().await?;
     Ok(ids)
+}
+
+/// The `n`th bind placeholder. SQLite looks named parameters (`$N`) up by a linear scan, which
+/// makes a multi-row INSERT quadratic; anonymous `?` keeps it linear.
+fn placeholder(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    }
 }
 
 async fn incidents_from(

@@ -1,0 +1,1132 @@
+//! `DockerRunner`: the whole container life cycle through bollard (ensure image, create hardened,
+//! start, stream logs, wait with timeout, stop, kill, always remove) and restart recovery.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use crate::breaker::{BreakerConfig, CircuitBreaker};
+use crate::error::{AgentError, check_incident_id};
+use crate::incident::{IncidentInput, PermissionsSource, UnknownPermissions};
+use crate::logs::{LogChunk, LogSink, LogStream};
+use crate::outcome::{self, AgentOutcome, FailureReason, IncidentStatus};
+use crate::permissions::{ProbedPermissions, probe_cluster_permissions};
+use crate::profile::AgentProfile;
+use crate::record::{BreakerStateStore, ExecutionFinish, ExecutionRecorder, ExecutionStart};
+use crate::workspace::{AGENT_HOME, Workspace, WorkspaceContents};
+
+/// Label naming the nightcrier instance that owns a container.
+pub const LABEL_INSTANCE: &str = "nightcrier.instance";
+/// Label naming the incident.
+pub const LABEL_INCIDENT: &str = "nightcrier.incident";
+const LABEL_CLUSTER: &str = "nightcrier.cluster";
+const LABEL_PROFILE: &str = "nightcrier.profile";
+const LABEL_TIMEOUT: &str = "nightcrier.timeout-secs";
+const LABEL_GRACE: &str = "nightcrier.stop-grace-secs";
+const LABEL_MIN_REPORT: &str = "nightcrier.min-report-bytes";
+const LABEL_LOG_CAP: &str = "nightcrier.log-cap-bytes";
+
+/// How long the log pump may keep draining after the container stopped.
+const LOG_DRAIN: Duration = Duration::from_secs(5);
+
+/// Runner settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Directory holding one workspace per incident.
+    pub workspace_root: PathBuf,
+    /// Identifies this nightcrier instance on shared Docker hosts (container label).
+    pub instance_id: String,
+    /// Circuit breaker settings.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// How long an image pull may take, in seconds (default 300).
+    #[serde(default = "default_pull_timeout")]
+    pub pull_timeout_secs: u64,
+}
+
+fn default_pull_timeout() -> u64 {
+    300
+}
+
+impl RunnerConfig {
+    /// Settings with defaults for everything but the root and the instance id.
+    pub fn new(workspace_root: impl Into<PathBuf>, instance_id: impl Into<String>) -> Self {
+        Self {
+            workspace_root: workspace_root.into(),
+            instance_id: instance_id.into(),
+            breaker: BreakerConfig::default(),
+            pull_timeout_secs: default_pull_timeout(),
+        }
+    }
+}
+
+/// One triage run to perform.
+#[derive(Debug, Clone)]
+pub struct AgentRequest {
+    /// The incident.
+    pub incident: IncidentInput,
+    /// Cluster permissions (known, to probe, or unknown).
+    pub permissions: PermissionsSource,
+    /// Kubeconfig mounted read-only as `/home/agent/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Files from pre-triage plugins: (relative name, bytes), mounted under `context/`.
+    pub context_files: Vec<(String, Vec<u8>)>,
+    /// System prompt text.
+    pub system_prompt: String,
+    /// Extra prompt text.
+    pub additional_prompt: Option<String>,
+    /// The agent profile.
+    pub profile: AgentProfile,
+}
+
+/// A re-attached run; the caller drives `run` (e.g. in its `JoinSet`).
+pub struct PendingRun {
+    /// Incident.
+    pub incident_id: String,
+    /// Completes when the container is done and removed.
+    pub run: BoxFuture<'static, AgentOutcome>,
+}
+
+impl std::fmt::Debug for PendingRun {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PendingRun")
+            .field("incident_id", &self.incident_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `recover` found.
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    /// Runs still investigating, re-attached.
+    pub reattached: Vec<PendingRun>,
+    /// Containers stopped and removed (incident id, or container id if unlabelled).
+    pub removed: Vec<String>,
+}
+
+/// Runs agents in Docker. Cheap to clone.
+#[derive(Clone)]
+pub struct DockerRunner {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    /// Set by [`DockerRunner::detach_all`]: dropped runs leave their containers for `recover`.
+    detached: Arc<AtomicBool>,
+    config: RunnerConfig,
+    recorder: Arc<dyn ExecutionRecorder>,
+    breaker: CircuitBreaker,
+    live: Mutex<HashMap<String, broadcast::Sender<LogChunk>>>,
+}
+
+impl std::fmt::Debug for DockerRunner {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("DockerRunner")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything needed to supervise a started container, for fresh and re-attached runs alike.
+struct Supervision {
+    incident_id: String,
+    cluster: String,
+    profile: String,
+    container_id: String,
+    image: String,
+    workspace: Workspace,
+    started_at: DateTime<Utc>,
+    timeout: Duration,
+    stop_grace: Duration,
+    min_report_bytes: u64,
+    log_cap_bytes: u64,
+    output: OutputStream,
+    recovered: bool,
+}
+
+/// The container's output: attached before start for fresh runs (nothing is lost, whatever
+/// Docker's log driver rotates away), or Docker's log since the last capture when re-attaching.
+type OutputStream = futures::stream::BoxStream<'static, Result<LogOutput, bollard::errors::Error>>;
+
+impl DockerRunner {
+    /// Connects to the local Docker engine (negotiating the API version) and checks it answers.
+    pub async fn connect(
+        config: RunnerConfig,
+        recorder: Arc<dyn ExecutionRecorder>,
+        breaker_store: Arc<dyn BreakerStateStore>,
+    ) -> Result<Self, AgentError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|source| AgentError::DockerUnavailable { source })?
+            .negotiate_version()
+            .await
+            .map_err(|source| AgentError::DockerUnavailable { source })?;
+        docker
+            .ping()
+            .await
+            .map_err(|source| AgentError::DockerUnavailable { source })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                docker,
+                breaker: CircuitBreaker::new(config.breaker, breaker_store),
+                config,
+                recorder,
+                live: Mutex::new(HashMap::new()),
+                detached: Arc::new(AtomicBool::new(false)),
+            }),
+        })
+    }
+
+    /// For a graceful shutdown that will be followed by a restart: from now on, runs that are
+    /// dropped (cancelled) leave their containers running instead of removing them, so the next
+    /// process's [`DockerRunner::recover`] re-attaches to them. Timeouts still apply there.
+    pub fn detach_all(&self) {
+        self.inner.detached.store(true, Ordering::SeqCst);
+    }
+
+    fn guard(&self, id: String, workspace: Option<Workspace>) -> ContainerGuard {
+        ContainerGuard {
+            docker: self.inner.docker.clone(),
+            id,
+            workspace,
+            removed: false,
+            detached: self.inner.detached.clone(),
+        }
+    }
+
+    /// Registers the live broadcast of `incident_id` until the returned entry is dropped.
+    fn go_live(&self, incident_id: &str) -> (LiveEntry, broadcast::Sender<LogChunk>) {
+        let (sender, _) = broadcast::channel(1024);
+        self.live().insert(incident_id.to_owned(), sender.clone());
+        let entry = LiveEntry {
+            runner: self.clone(),
+            incident_id: incident_id.to_owned(),
+        };
+        (entry, sender)
+    }
+
+    /// The bollard client (shared).
+    pub fn docker(&self) -> &Docker {
+        &self.inner.docker
+    }
+
+    /// The circuit breaker.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.inner.breaker
+    }
+
+    /// Live output of a running incident, if it is running in this process.
+    pub fn subscribe(&self, incident_id: &str) -> Option<broadcast::Receiver<LogChunk>> {
+        self.live()
+            .get(incident_id)
+            .map(broadcast::Sender::subscribe)
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<LogChunk>>> {
+        self.inner
+            .live
+            .lock()
+            .expect("live map lock is never poisoned")
+    }
+
+    /// Makes sure `image` exists locally, pulling it if a registry is reachable.
+    pub async fn ensure_image(&self, image: &str) -> Result<(), AgentError> {
+        let docker = &self.inner.docker;
+        if docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let (name, tag) = split_image(image);
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(name)
+            .tag(tag)
+            .build();
+        let pull = async {
+            let mut progress = docker.create_image(Some(options), None, None);
+            while let Some(item) = progress.next().await {
+                item.map_err(|error| error.to_string())?;
+            }
+            Ok::<(), String>(())
+        };
+        let timeout = Duration::from_secs(self.inner.config.pull_timeout_secs);
+        let unavailable = |reason: String| AgentError::ImageUnavailable {
+            image: image.to_owned(),
+            reason,
+        };
+        match tokio::time::timeout(timeout, pull).await {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(unavailable(reason)),
+            Err(_) => {
+                return Err(unavailable(format!(
+                    "pull timed out after {}s",
+                    timeout.as_secs()
+                )));
+            }
+        }
+        docker
+            .inspect_image(image)
+            .await
+            .map(|_| ())
+            .map_err(|error| unavailable(error.to_string()))
+    }
+
+    /// Runs the agent for one incident and returns the validated outcome. The container is
+    /// always removed. Errors only when the workspace cannot be prepared; every later problem is
+    /// an `AgentFailed` outcome with a [`FailureReason`].
+    pub async fn run(&self, request: AgentRequest) -> Result<AgentOutcome, AgentError> {
+        let incident_id = request.incident.incident_id.clone();
+        check_incident_id(&incident_id)?;
+        let cluster = request.incident.cluster.clone();
+        let workspace = Workspace::open(&self.inner.config.workspace_root, &incident_id)?;
+        let permissions_json = permissions_json(&request).await;
+        let started_at = Utc::now();
+        {
+            let workspace = workspace.clone();
+            let request = request.clone();
+            tokio::task::spawn_blocking(move || {
+                workspace.create(&WorkspaceContents {
+                    incident: &request.incident,
+                    permissions_json,
+                    context_files: &request.context_files,
+                    system_prompt: &request.system_prompt,
+                    additional_prompt: request.additional_prompt.as_deref(),
+                    profile: &request.profile,
+                    started_at,
+                })
+            })
+            .await
+            .expect("workspace creation does not panic")?;
+        }
+        tracing::info!(incident_id = %incident_id, cluster = %cluster, profile = %request.profile.name, "starting agent");
+
+        let (_live, sender) = self.go_live(&incident_id);
+        let result = self.start(&request, &workspace, started_at).await;
+        let outcome = match result {
+            Ok((supervision, guard)) => self.supervise(supervision, guard, sender).await,
+            Err(error) => {
+                tracing::error!(incident_id = %incident_id, cluster = %cluster, error = %error, "agent did not start");
+                let failure = FailureReason::Harness(error.to_string());
+                self.finish(Finished {
+                    incident_id: incident_id.clone(),
+                    cluster,
+                    profile: request.profile.name.clone(),
+                    container_id: String::new(),
+                    image: request.profile.image.clone(),
+                    workspace,
+                    started_at,
+                    exit_code: None,
+                    failure: Some(failure),
+                    logs_capped: false,
+                    recovered: false,
+                })
+                .await
+            }
+        };
+        Ok(outcome)
+    }
+
+    /// Ensures the image, resolves secrets, creates and starts the container.
+    async fn start(
+        &self,
+        request: &AgentRequest,
+        workspace: &Workspace,
+        started_at: DateTime<Utc>,
+    ) -> Result<(Supervision, ContainerGuard), AgentError> {
+        let profile = &request.profile;
+        let incident_id = &request.incident.incident_id;
+        let cluster = &request.incident.cluster;
+        let mut env = vec![
+            format!("AGENT_CLI={}", profile.cli),
+            format!("AGENT_HOME={AGENT_HOME}"),
+            "HOME=/tmp".to_owned(),
+            format!("LLM_MODEL={}", profile.model),
+            format!("AGENT_ALLOWED_TOOLS={}", profile.allowed_tools),
+            format!("INCIDENT_ID={incident_id}"),
+            format!("PROMPT_FILE={AGENT_HOME}/prompt.md"),
+            format!("OUTPUT_DIR={AGENT_HOME}/output"),
+            "OUTPUT_FORMAT=text".to_owned(),
+        ];
+        if request.kubeconfig.is_some() {
+            env.push(format!("KUBECONFIG={AGENT_HOME}/.kube/config"));
+        }
+        env.extend(
+            profile
+                .env
+                .iter()
+                .map(|(key, value)| format!("{key}={value}")),
+        );
+        for secret in &profile.secret_env {
+            let value = secret
+                .resolve()
+                .await
+                .map_err(|reason| AgentError::Secret {
+                    incident_id: incident_id.clone(),
+                    name: secret.name.clone(),
+                    reason,
+                })?;
+            if let Some(value) = value {
+                env.push(format!("{}={}", secret.name, value.expose()));
+            }
+        }
+
+        self.ensure_image(&profile.image).await?;
+
+        let container_name = format!("nightcrier-agent-{incident_id}");
+        let argv = profile.render_command(&[
+            ("model", &profile.model),
+            ("allowed_tools", &profile.allowed_tools),
+            ("prompt_file", &format!("{AGENT_HOME}/prompt.md")),
+            ("incident_id", incident_id),
+            ("output_dir", &format!("{AGENT_HOME}/output")),
+            ("cli", &profile.cli),
+        ]);
+        let mut binds = workspace.binds();
+        {
+            let workspace = workspace.clone();
+            let kubeconfig = request.kubeconfig.clone();
+            let secret_files = profile.secret_files.clone();
+            let staged = tokio::task::spawn_blocking(move || {
+                workspace.stage_credentials(kubeconfig.as_deref(), &secret_files)
+            })
+            .await
+            .expect("staging credentials does not panic")?;
+            binds.extend(staged);
+        }
+        let labels = HashMap::from([
+            (
+                LABEL_INSTANCE.to_owned(),
+                self.inner.config.instance_id.clone(),
+            ),
+            (LABEL_INCIDENT.to_owned(), incident_id.clone()),
+            (LABEL_CLUSTER.to_owned(), cluster.clone()),
+            (LABEL_PROFILE.to_owned(), profile.name.clone()),
+            (
+                LABEL_TIMEOUT.to_owned(),
+                profile.timeout.as_secs().to_string(),
+            ),
+            (
+                LABEL_GRACE.to_owned(),
+                profile.stop_grace.as_secs().to_string(),
+            ),
+            (
+                LABEL_MIN_REPORT.to_owned(),
+                profile.min_report_bytes.to_string(),
+            ),
+            (LABEL_LOG_CAP.to_owned(), profile.log_cap_bytes.to_string()),
+        ]);
+        let tmpfs = profile
+            .scratch
+            .iter()
+            .map(|path| {
+                (
+                    path.clone(),
+                    format!("rw,nosuid,nodev,size={},mode=1777", profile.scratch_bytes),
+                )
+            })
+            .collect();
+        if profile.network == crate::profile::NetworkMode::Host {
+            tracing::warn!(incident_id = %incident_id, cluster = %cluster, "agent profile uses host networking");
+        }
+        let body = ContainerCreateBody {
+            image: Some(profile.image.clone()),
+            cmd: Some(argv),
+            env: Some(env),
+            user: Some(format!("{}:{}", profile.uid, profile.gid)),
+            working_dir: Some(AGENT_HOME.to_owned()),
+            labels: Some(labels),
+            tty: Some(false),
+            open_stdin: Some(false),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                cap_drop: Some(vec!["ALL".to_owned()]),
+                security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+                readonly_rootfs: Some(true),
+                tmpfs: Some(tmpfs),
+                memory: Some(profile.limits.memory_bytes),
+                memory_swap: Some(profile.limits.memory_bytes),
+                nano_cpus: Some(profile.limits.nano_cpus),
+                pids_limit: Some(profile.limits.pids),
+                network_mode: Some(profile.network.as_docker().to_owned()),
+                privileged: Some(false),
+                auto_remove: Some(false),
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("json-file".to_owned()),
+                    config: Some(HashMap::from([
+                        ("max-size".to_owned(), profile.log_cap_bytes.to_string()),
+                        ("max-file".to_owned(), "1".to_owned()),
+                    ])),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let docker = &self.inner.docker;
+        let docker_error = |operation: &'static str, container: &str| {
+            let incident_id = incident_id.clone();
+            let container = container.to_owned();
+            move |source| AgentError::Docker {
+                operation,
+                incident_id,
+                container,
+                source,
+            }
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&container_name)
+            .build();
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(docker_error("create", &container_name))?;
+        let mut guard = self.guard(created.id.clone(), Some(workspace.clone()));
+        // Attached before start, so output is captured exactly once from the first byte
+        // (`logs=true` would replay the log file and duplicate early lines).
+        let attach = AttachContainerOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .logs(false)
+            .build();
+        let started = async {
+            let attached = docker
+                .attach_container(&created.id, Some(attach))
+                .await
+                .map_err(docker_error("attach", &created.id))?;
+            docker
+                .start_container(&created.id, None)
+                .await
+                .map_err(docker_error("start", &created.id))?;
+            Ok::<_, AgentError>(attached)
+        };
+        let attached = match started.await {
+            Ok(attached) => attached,
+            Err(error) => {
+                if let Err(remove_error) = guard.remove().await {
+                    tracing::error!(incident_id = %incident_id, cluster = %cluster, container = %created.id, error = %remove_error, "failed to remove agent container that did not start");
+                }
+                return Err(error);
+            }
+        };
+        let start = ExecutionStart {
+            incident_id: incident_id.clone(),
+            cluster: cluster.clone(),
+            container_id: created.id.clone(),
+            container_name,
+            image: profile.image.clone(),
+            profile: profile.name.clone(),
+            started_at,
+            log_paths: workspace.log_paths(),
+        };
+        if let Err(error) = self.inner.recorder.record_start(&start).await {
+            tracing::error!(incident_id = %incident_id, cluster = %cluster, container = %created.id, error = %error, "failed to record agent start");
+        }
+        tracing::info!(incident_id = %incident_id, cluster = %cluster, container = %created.id, image = %profile.image, "agent container started");
+        Ok((
+            Supervision {
+                incident_id: incident_id.clone(),
+                cluster: cluster.clone(),
+                profile: profile.name.clone(),
+                container_id: created.id,
+                image: profile.image.clone(),
+                workspace: workspace.clone(),
+                started_at,
+                timeout: profile.timeout,
+                stop_grace: profile.stop_grace,
+                min_report_bytes: profile.min_report_bytes,
+                log_cap_bytes: profile.log_cap_bytes,
+                output: attached.output,
+                recovered: false,
+            },
+            guard,
+        ))
+    }
+
+    /// Streams logs while waiting with the timeout; stops, kills and removes; then finishes.
+    async fn supervise(
+        &self,
+        supervision: Supervision,
+        mut guard: ContainerGuard,
+        sender: broadcast::Sender<LogChunk>,
+    ) -> AgentOutcome {
+        let docker = self.inner.docker.clone();
+        let id = supervision.container_id.clone();
+        let incident_id = supervision.incident_id.clone();
+        let cluster = supervision.cluster.clone();
+        let log_paths = supervision.workspace.log_paths();
+        let pump = pump_logs(
+            supervision.output,
+            log_paths,
+            supervision.log_cap_bytes,
+            sender,
+        );
+        tokio::pin!(pump);
+        let mut pumped = None;
+        let waited = {
+            let waiting =
+                wait_with_timeout(&docker, &id, supervision.timeout, supervision.stop_grace);
+            tokio::pin!(waiting);
+            loop {
+                tokio::select! {
+                    waited = &mut waiting => break waited,
+                    result = &mut pump, if pumped.is_none() => pumped = Some(result),
+                }
+            }
+        };
+        if pumped.is_none() {
+            pumped = tokio::time::timeout(LOG_DRAIN, &mut pump).await.ok();
+        }
+        let logs_capped = match pumped {
+            Some(Ok(capped)) => capped,
+            Some(Err(error)) => {
+                tracing::warn!(incident_id = %incident_id, cluster = %cluster, container = %id, error = %error, "agent log capture failed");
+                false
+            }
+            None => {
+                tracing::warn!(incident_id = %incident_id, cluster = %cluster, container = %id, "agent log stream did not end after the container stopped");
+                false
+            }
+        };
+        let (exit_code, harness_failure) = match waited {
+            Ok(Waited::Exited(code)) => (Some(code), None),
+            Ok(Waited::TimedOut(code)) => {
+                tracing::warn!(incident_id = %incident_id, cluster = %cluster, container = %id, "agent timed out; stopped");
+                (
+                    code,
+                    Some(FailureReason::TimedOut {
+                        timeout: supervision.timeout,
+                    }),
+                )
+            }
+            Ok(Waited::Gone) => (None, Some(FailureReason::ContainerLost)),
+            Err(error) => (None, Some(FailureReason::Harness(error.to_string()))),
+        };
+        if let Err(error) = guard.remove().await {
+            tracing::error!(incident_id = %incident_id, cluster = %cluster, container = %id, error = %error, "failed to remove agent container");
+        }
+        let failure = outcome::judge(
+            harness_failure,
+            exit_code,
+            &supervision.workspace.report_path(),
+            supervision.min_report_bytes,
+        )
+        .await;
+        self.finish(Finished {
+            incident_id,
+            cluster,
+            profile: supervision.profile,
+            container_id: id,
+            image: supervision.image,
+            workspace: supervision.workspace,
+            started_at: supervision.started_at,
+            exit_code,
+            failure,
+            logs_capped,
+            recovered: supervision.recovered,
+        })
+        .await
+    }
+
+    /// Breaker bookkeeping, execution record and the final `incident.json`.
+    async fn finish(&self, finished: Finished) -> AgentOutcome {
+        let completed_at = Utc::now();
+        let Finished {
+            incident_id,
+            cluster,
+            profile,
+            container_id,
+            image,
+            workspace,
+            started_at,
+            exit_code,
+            failure,
+            logs_capped,
+            recovered,
+        } = finished;
+        let breaker_event = match &failure {
+            Some(reason) => {
+                tracing::warn!(incident_id = %incident_id, cluster = %cluster, container = %container_id, error = %reason, "agent failed");
+                self.inner
+                    .breaker
+                    .record_failure(&cluster, &reason.to_string())
+                    .await
+            }
+            None => {
+                tracing::info!(incident_id = %incident_id, cluster = %cluster, container = %container_id, "agent produced a valid report");
+                self.inner.breaker.record_success(&cluster).await
+            }
+        };
+        let record = ExecutionFinish {
+            incident_id: incident_id.clone(),
+            profile,
+            image: image.clone(),
+            started_at,
+            container_id: container_id.clone(),
+            exit_code,
+            completed_at,
+            failure: failure.clone(),
+            logs_capped,
+        };
+        if let Err(error) = self.inner.recorder.record_finish(&record).await {
+            tracing::error!(incident_id = %incident_id, cluster = %cluster, container = %container_id, error = %error, "failed to record agent finish");
+        }
+        let status = if failure.is_some() {
+            IncidentStatus::AgentFailed
+        } else {
+            IncidentStatus::Resolved
+        };
+        let log_paths = workspace.log_paths();
+        {
+            let workspace = workspace.clone();
+            let removed = tokio::task::spawn_blocking(move || workspace.remove_credentials())
+                .await
+                .expect("removing credentials does not panic");
+            if let Err(error) = removed {
+                tracing::error!(incident_id = %incident_id, cluster = %cluster, error = %error, "failed to remove staged credentials");
+            }
+        }
+        {
+            let workspace = workspace.clone();
+            let failure_text = failure.as_ref().map(ToString::to_string);
+            let log_map = log_paths.as_map();
+            let written = tokio::task::spawn_blocking(move || {
+                let mut document = workspace.read_document()?;
+                document.status = status.as_str().to_owned();
+                document.completed_at = Some(completed_at);
+                document.exit_code = exit_code;
+                document.failure_reason = failure_text;
+                document.log_paths = Some(log_map);
+                workspace.write_final(&document)
+            })
+            .await
+            .expect("incident.json rewrite does not panic");
+            if let Err(error) = written {
+                tracing::error!(incident_id = %incident_id, cluster = %cluster, error = %error, "failed to rewrite incident.json");
+            }
+        }
+        AgentOutcome {
+            incident_id,
+            cluster,
+            container_id,
+            image,
+            exit_code,
+            started_at,
+            completed_at,
+            status,
+            failure,
+            log_paths,
+            logs_capped,
+            breaker_event,
+            recovered,
+        }
+    }
+
+    /// After a restart: re-attaches to this instance's containers whose incident is still
+    /// investigating (with the remaining timeout) and stops and removes all others.
+    pub async fn recover(
+        &self,
+        is_investigating: impl Fn(&str) -> bool,
+    ) -> Result<RecoveryReport, AgentError> {
+        let instance_id = &self.inner.config.instance_id;
+        let filters = HashMap::from([("label", vec![format!("{LABEL_INSTANCE}={instance_id}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .inner
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| AgentError::List {
+                instance_id: instance_id.clone(),
+                source,
+            })?;
+        let mut report = RecoveryReport::default();
+        for summary in containers {
+            let Some(container_id) = summary.id else {
+                continue;
+            };
+            let labels = summary.labels.unwrap_or_default();
+            let incident_id = labels.get(LABEL_INCIDENT).cloned().unwrap_or_default();
+            let keep = check_incident_id(&incident_id).is_ok() && is_investigating(&incident_id);
+            if keep {
+                match self.reattach(&container_id, &incident_id, &labels).await {
+                    Ok(pending) => {
+                        tracing::info!(incident_id = %incident_id, container = %container_id, "re-attached to agent container");
+                        report.reattached.push(pending);
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::error!(incident_id = %incident_id, container = %container_id, error = %error, "cannot re-attach; removing container");
+                    }
+                }
+            }
+            let grace = label_number(&labels, LABEL_GRACE).unwrap_or(10);
+            let workspace = Workspace::open(&self.inner.config.workspace_root, &incident_id).ok();
+            let mut guard = self.guard(container_id.clone(), workspace.clone());
+            stop(
+                &self.inner.docker,
+                &container_id,
+                Duration::from_secs(grace),
+            )
+            .await;
+            if let Err(error) = guard.remove().await {
+                tracing::error!(incident_id = %incident_id, container = %container_id, error = %error, "failed to remove orphaned agent container");
+            }
+            if let Some(workspace) = workspace {
+                let removed = tokio::task::spawn_blocking(move || workspace.remove_credentials())
+                    .await
+                    .expect("removing credentials does not panic");
+                if let Err(error) = removed {
+                    tracing::error!(incident_id = %incident_id, error = %error, "failed to remove staged credentials");
+                }
+            }
+            tracing::info!(incident_id = %incident_id, container = %container_id, "removed orphaned agent container");
+            report.removed.push(if incident_id.is_empty() {
+                container_id
+            } else {
+                incident_id
+            });
+        }
+        Ok(report)
+    }
+
+    async fn reattach(
+        &self,
+        container_id: &str,
+        incident_id: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<PendingRun, AgentError> {
+        let inspected = self
+            .inner
+            .docker
+            .inspect_container(container_id, None)
+            .await
+            .map_err(|source| AgentError::Docker {
+                operation: "inspect",
+                incident_id: incident_id.to_owned(),
+                container: container_id.to_owned(),
+                source,
+            })?;
+        let started_at = inspected
+            .state
+            .as_ref()
+            .and_then(|state| state.started_at.as_deref())
+            .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+            .map(|time| time.to_utc())
+            .unwrap_or_else(Utc::now);
+        let timeout = Duration::from_secs(label_number(labels, LABEL_TIMEOUT).unwrap_or(300));
+        let elapsed = (Utc::now() - started_at).to_std().unwrap_or_default();
+        let workspace = Workspace::open(&self.inner.config.workspace_root, incident_id)?;
+        // Re-read from the last captured write; a second of output may be duplicated.
+        let logs_since = tokio::fs::metadata(workspace.log_paths().full)
+            .await
+            .ok()
+            .and_then(|metadata| metadata.modified().ok())
+            .map(DateTime::<Utc>::from)
+            .unwrap_or(started_at)
+            .timestamp();
+        let supervision = Supervision {
+            incident_id: incident_id.to_owned(),
+            cluster: labels.get(LABEL_CLUSTER).cloned().unwrap_or_default(),
+            profile: labels.get(LABEL_PROFILE).cloned().unwrap_or_default(),
+            container_id: container_id.to_owned(),
+            image: inspected
+                .config
+                .and_then(|config| config.image)
+                .unwrap_or_default(),
+            workspace,
+            started_at,
+            // The original timeout counts from the container's start, not from now.
+            timeout: timeout.saturating_sub(elapsed),
+            stop_grace: Duration::from_secs(label_number(labels, LABEL_GRACE).unwrap_or(10)),
+            min_report_bytes: label_number(labels, LABEL_MIN_REPORT).unwrap_or(100),
+            log_cap_bytes: label_number(labels, LABEL_LOG_CAP).unwrap_or(10 << 20),
+            output: self
+                .inner
+                .docker
+                .logs(
+                    container_id,
+                    Some(
+                        LogsOptionsBuilder::default()
+                            .follow(true)
+                            .stdout(true)
+                            .stderr(true)
+                            .since(i32::try_from(logs_since).unwrap_or(0))
+                            .build(),
+                    ),
+                )
+                .boxed(),
+            recovered: true,
+        };
+        let runner = self.clone();
+        let guard = self.guard(container_id.to_owned(), Some(supervision.workspace.clone()));
+        let incident = incident_id.to_owned();
+        Ok(PendingRun {
+            incident_id: incident_id.to_owned(),
+            run: Box::pin(async move {
+                let (_live, sender) = runner.go_live(&incident);
+                runner.supervise(supervision, guard, sender).await
+            }),
+        })
+    }
+}
+
+struct Finished {
+    incident_id: String,
+    cluster: String,
+    profile: String,
+    container_id: String,
+    image: String,
+    workspace: Workspace,
+    started_at: DateTime<Utc>,
+    exit_code: Option<i64>,
+    failure: Option<FailureReason>,
+    logs_capped: bool,
+    recovered: bool,
+}
+
+enum Waited {
+    Exited(i64),
+    TimedOut(Option<i64>),
+    Gone,
+}
+
+async fn wait_with_timeout(
+    docker: &Docker,
+    id: &str,
+    timeout: Duration,
+    grace: Duration,
+) -> Result<Waited, bollard::errors::Error> {
+    match tokio::time::timeout(timeout, wait_exit(docker, id)).await {
+        Ok(result) => result,
+        Err(_) => {
+            stop(docker, id, grace).await;
+            let code =
+                match tokio::time::timeout(grace + Duration::from_secs(10), wait_exit(docker, id))
+                    .await
+                {
+                    Ok(Ok(Waited::Exited(code))) => Some(code),
+                    _ => None,
+                };
+            Ok(Waited::TimedOut(code))
+        }
+    }
+}
+
+async fn wait_exit(docker: &Docker, id: &str) -> Result<Waited, bollard::errors::Error> {
+    let mut stream = docker.wait_container(id, None);
+    match stream.next().await {
+        Some(Ok(response)) => Ok(Waited::Exited(response.status_code)),
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+            Ok(Waited::Exited(code))
+        }
+        Some(Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        })) => Ok(Waited::Gone),
+        Some(Err(error)) => Err(error),
+        None => Ok(Waited::Gone),
+    }
+}
+
+/// SIGTERM, the grace period, then SIGKILL (Docker's stop does both); an explicit kill covers a
+/// daemon that did not finish the stop.
+async fn stop(docker: &Docker, id: &str, grace: Duration) {
+    let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+    let options = StopContainerOptionsBuilder::default().t(seconds).build();
+    if let Err(error) = docker.stop_container(id, Some(options)).await {
+        tracing::debug!(container = %id, error = %error, "stop failed");
+    }
+    let still_running = docker
+        .inspect_container(id, None)
+        .await
+        .ok()
+        .and_then(|inspected| inspected.state)
+        .and_then(|state| state.running)
+        .unwrap_or(false);
+    if still_running {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        if let Err(error) = docker.kill_container(id, Some(options)).await {
+            tracing::warn!(container = %id, error = %error, "kill failed");
+        }
+    }
+}
+
+/// Follows the container's output into the capped files; returns whether a cap was hit.
+async fn pump_logs(
+    mut stream: OutputStream,
+    paths: crate::workspace::LogPaths,
+    cap: u64,
+    sender: broadcast::Sender<LogChunk>,
+) -> std::io::Result<bool> {
+    let mut sink = LogSink::open(&paths, cap, sender).await?;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                sink.write(LogStream::Stdout, &message).await?;
+            }
+            Ok(LogOutput::StdErr { message }) => sink.write(LogStream::Stderr, &message).await?,
+            Ok(LogOutput::StdIn { .. }) => {}
+            Err(error) => {
+                sink.finish().await?;
+                return Err(std::io::Error::other(error));
+            }
+        }
+    }
+    sink.finish().await?;
+    Ok(sink.capped())
+}
+
+/// Removes the container when dropped unless `remove` already did, so cancellation and error
+/// paths never leave a container behind.
+struct ContainerGuard {
+    docker: Docker,
+    id: String,
+    /// Whose staged credentials to delete after a cancelled run.
+    workspace: Option<Workspace>,
+    removed: bool,
+    detached: Arc<AtomicBool>,
+}
+
+impl ContainerGuard {
+    async fn remove(&mut self) -> Result<(), bollard::errors::Error> {
+        let result = remove_container(&self.docker, &self.id).await;
+        self.removed = true;
+        result
+    }
+}
+
+async fn remove_container(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        if self.removed || self.detached.load(Ordering::SeqCst) {
+            return;
+        }
+        // Drop cannot await: hand the removal to the runtime. This is the one detached task,
+        // bounded by a single API call, and only on cancellation paths.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let docker = self.docker.clone();
+            let id = std::mem::take(&mut self.id);
+            let workspace = self.workspace.take();
+            handle.spawn(async move {
+                if let Err(error) = remove_container(&docker, &id).await {
+                    tracing::error!(container = %id, error = %error, "failed to remove agent container after cancellation");
+                }
+                if let Some(workspace) = workspace {
+                    let removed =
+                        tokio::task::spawn_blocking(move || workspace.remove_credentials()).await;
+                    if let Ok(Err(error)) = removed {
+                        tracing::error!(container = %id, error = %error, "failed to remove staged credentials after cancellation");
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Removes an incident's live broadcast when its run ends or is dropped.
+struct LiveEntry {
+    runner: DockerRunner,
+    incident_id: String,
+}
+
+impl Drop for LiveEntry {
+    fn drop(&mut self) {
+        self.runner.live().remove(&self.incident_id);
+    }
+}
+
+async fn permissions_json(request: &AgentRequest) -> String {
+    let cluster = &request.incident.cluster;
+    let unknown = |warning: &str| UnknownPermissions {
+        cluster_name: cluster.clone(),
+        status: "unknown".to_owned(),
+        validated_at: Utc::now(),
+        warnings: vec![warning.to_owned()],
+    };
+    let text = match &request.permissions {
+        PermissionsSource::Known(permissions) => serde_json::to_string_pretty(permissions),
+        PermissionsSource::Unknown => {
+            serde_json::to_string_pretty(&unknown("cluster permissions were not checked"))
+        }
+        PermissionsSource::Probe {
+            kubeconfig,
+            secrets_access_allowed,
+        } => match probe_cluster_permissions(cluster, kubeconfig, *secrets_access_allowed).await {
+            ProbedPermissions::Known(permissions) => serde_json::to_string_pretty(&permissions),
+            ProbedPermissions::Unknown(unknown) => serde_json::to_string_pretty(&unknown),
+        },
+    };
+    text.expect("permissions documents always serialise")
+}
+
+fn label_number<T: std::str::FromStr>(labels: &HashMap<String, String>, key: &str) -> Option<T> {
+    labels.get(key).and_then(|value| value.parse().ok())
+}
+
+/// `registry/name:tag` → (`registry/name`, `tag`), defaulting the tag to `latest`.
+fn split_image(image: &str) -> (&str, &str) {
+    let last_slash = image.rfind('/').unwrap_or(0);
+    match image[last_slash..].rfind(':') {
+        Some(colon) if !image.contains('@') => {
+            let at = last_slash + colon;
+            (&image[..at], &image[at + 1..])
+        }
+        _ => (image, "latest"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_into_name_and_tag() {
+        assert_eq!(
+            split_image("nightcrier-agent:latest"),
+            ("nightcrier-agent", "latest")
+        );
+        assert_eq!(
+            split_image("localhost:5000/agent"),
+            ("localhost:5000/agent", "latest")
+        );
+        assert_eq!(
+            split_image("localhost:5000/agent:v1"),
+            ("localhost:5000/agent", "v1")
+        );
+        assert_eq!(split_image("agent"), ("agent", "latest"));
+    }
+}

@@ -1,0 +1,373 @@
+//! nightcrier's configuration file: the raw TOML shape (`RawConfig`, every table
+//! `deny_unknown_fields`, so a typo names its key) and the validated [`Settings`] the server runs
+//! on.
+//!
+//! TOML through serde rather than a layered loader: there is one file plus two flags
+//! (`--database-url`, `--plugins`), and serde's errors already carry the key path and line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nightcrier_agent::{AgentProfile, AgentProfileConfig, BreakerConfig, RunnerConfig};
+use serde::Deserialize;
+
+use crate::queue::WorkerConfig;
+use crate::store::{DEFAULT_DATABASE_URL, StoreConfig};
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[database]`
+    #[serde(default)]
+    pub database: RawDatabase,
+    /// `[workers]`
+    #[serde(default)]
+    pub workers: RawWorkers,
+    /// `[agent]`
+    #[serde(default)]
+    pub agent: RawAgent,
+    /// `[[clusters]]`
+    #[serde(default)]
+    pub clusters: Vec<RawCluster>,
+}
+
+/// `[database]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    /// `sqlite://PATH` or `postgres://…`.
+    #[serde(default = "default_database_url")]
+    pub url: String,
+    /// Apply pending migrations when `serve` starts.
+    #[serde(default = "yes")]
+    pub auto_migrate: bool,
+    /// Connection pool size.
+    pub max_connections: Option<u32>,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        Self {
+            url: default_database_url(),
+            auto_migrate: true,
+            max_connections: None,
+        }
+    }
+}
+
+fn default_database_url() -> String {
+    DEFAULT_DATABASE_URL.to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[workers]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkers {
+    /// Investigations at once in this process (default 2).
+    pub concurrency: Option<usize>,
+    /// Lease length in seconds (default 60).
+    pub lease_secs: Option<u64>,
+    /// Claims before an incident whose lease keeps expiring fails (default 3).
+    pub max_attempts: Option<i32>,
+    /// Seconds in-flight investigations get to finish on shutdown (default 30).
+    pub shutdown_grace_secs: Option<u64>,
+    /// Seconds between looks at an empty queue (default 1).
+    pub poll_interval_secs: Option<f64>,
+}
+
+/// `[agent]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    /// Where incident workspaces are created (default `./workspaces`).
+    pub workspace_root: Option<PathBuf>,
+    /// Label of this nightcrier's containers; stable across restarts (default `nightcrier`).
+    pub instance_id: Option<String>,
+    /// Profile used when neither the incident nor its cluster names one (default `claude`).
+    pub default_profile: Option<String>,
+    /// File with the system prompt given to every agent.
+    pub system_prompt_file: Option<PathBuf>,
+    /// Circuit breaker over consecutive agent failures.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Seconds an image pull may take.
+    pub pull_timeout_secs: Option<u64>,
+    /// Agent profiles by name; the built-in claude, codex, gemini and goose always exist.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, AgentProfileConfig>,
+}
+
+/// `[[clusters]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// The cluster's name, as events name it.
+    pub name: String,
+    /// Kubeconfig the agent gets (read-only).
+    pub kubeconfig: Option<PathBuf>,
+    /// Profile for this cluster's incidents.
+    pub agent_profile: Option<String>,
+    /// Whether the agent may read secrets (helm) in this cluster.
+    #[serde(default)]
+    pub secrets_access_allowed: bool,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The database.
+    pub store: StoreConfig,
+    /// Apply migrations at start.
+    pub auto_migrate: bool,
+    /// Worker slots.
+    pub workers: WorkerConfig,
+    /// The agent runtime.
+    pub runner: RunnerConfig,
+    /// Profiles by name, built and checked.
+    pub profiles: BTreeMap<String, AgentProfile>,
+    /// The default profile's name.
+    pub default_profile: String,
+    /// The system prompt.
+    pub system_prompt: String,
+    /// Per-cluster settings by name.
+    pub clusters: BTreeMap<String, ClusterSettings>,
+}
+
+/// Per-cluster settings.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSettings {
+    /// Kubeconfig for the agent.
+    pub kubeconfig: Option<PathBuf>,
+    /// Profile override.
+    pub agent_profile: Option<String>,
+    /// Whether secrets may be read.
+    pub secrets_access_allowed: bool,
+}
+
+const BUILT_IN_PROFILES: [&str; 4] = ["claude", "codex", "gemini", "goose"];
+
+/// Reads `path` (or uses the defaults when `path` is `None`), applies `database_url` if
+/// given, and validates everything. Errors name the file and the key.
+pub fn load(path: Option<&Path>, database_url: Option<&str>) -> anyhow::Result<Settings> {
+    let raw = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read config file {}", path.display()))?;
+            parse(&text).with_context(|| format!("invalid config file {}", path.display()))?
+        }
+        None => RawConfig::default(),
+    };
+    validate(raw, database_url)
+}
+
+/// Parses TOML text into the raw shape.
+pub fn parse(text: &str) -> anyhow::Result<RawConfig> {
+    Ok(toml::from_str(text)?)
+}
+
+/// Turns the raw shape into settings.
+pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Settings> {
+    let mut store = StoreConfig::new(database_url.unwrap_or(&raw.database.url));
+    store.max_connections = raw.database.max_connections;
+
+    let defaults = WorkerConfig::default();
+    let concurrency = raw.workers.concurrency.unwrap_or(2);
+    if concurrency == 0 {
+        bail!("workers.concurrency must be at least 1");
+    }
+    let lease_secs = raw.workers.lease_secs.unwrap_or(60);
+    if lease_secs < 3 {
+        bail!("workers.lease_secs must be at least 3 (got {lease_secs})");
+    }
+    let max_attempts = raw.workers.max_attempts.unwrap_or(defaults.max_attempts);
+    if max_attempts < 1 {
+        bail!("workers.max_attempts must be at least 1 (got {max_attempts})");
+    }
+    let poll = raw.workers.poll_interval_secs.unwrap_or(1.0);
+    if !(0.01..=3600.0).contains(&poll) {
+        bail!("workers.poll_interval_secs must be between 0.01 and 3600 (got {poll})");
+    }
+    let instance_id = raw
+        .agent
+        .instance_id
+        .unwrap_or_else(|| "nightcrier".to_owned());
+    if instance_id.is_empty()
+        || !instance_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!(
+            "agent.instance_id must be non-empty letters, digits, '-', '_' or '.' (got `{instance_id}`)"
+        );
+    }
+    let workers = WorkerConfig {
+        owner: instance_id.clone(),
+        concurrency,
+        lease: Duration::from_secs(lease_secs),
+        poll_interval: Duration::from_secs_f64(poll),
+        max_attempts,
+        sweep_interval: Duration::from_secs((lease_secs / 4).max(1)),
+        shutdown_grace: Duration::from_secs(raw.workers.shutdown_grace_secs.unwrap_or(30)),
+    };
+
+    let mut runner = RunnerConfig::new(
+        raw.agent
+            .workspace_root
+            .unwrap_or_else(|| PathBuf::from("workspaces")),
+        instance_id,
+    );
+    runner.breaker = raw.agent.breaker;
+    if let Some(secs) = raw.agent.pull_timeout_secs {
+        runner.pull_timeout_secs = secs;
+    }
+
+    let mut profiles = BTreeMap::new();
+    for name in BUILT_IN_PROFILES {
+        profiles.insert(name.to_owned(), AgentProfile::built_in(name)?);
+    }
+    for (name, profile) in &raw.agent.profiles {
+        let built = profile
+            .build(name)
+            .with_context(|| format!("invalid agent.profiles.{name}"))?;
+        profiles.insert(name.clone(), built);
+    }
+    let default_profile = raw
+        .agent
+        .default_profile
+        .unwrap_or_else(|| "claude".to_owned());
+    if !profiles.contains_key(&default_profile) {
+        bail!("agent.default_profile names `{default_profile}`, which is not a profile");
+    }
+    let system_prompt = match &raw.agent.system_prompt_file {
+        Some(path) => std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "agent.system_prompt_file: failed to read {}",
+                path.display()
+            )
+        })?,
+        None => DEFAULT_SYSTEM_PROMPT.to_owned(),
+    };
+
+    let mut clusters = BTreeMap::new();
+    for (index, cluster) in raw.clusters.into_iter().enumerate() {
+        if cluster.name.trim().is_empty() {
+            bail!("clusters[{index}].name must not be empty");
+        }
+        if let Some(profile) = &cluster.agent_profile
+            && !profiles.contains_key(profile)
+        {
+            bail!("clusters[{index}].agent_profile names `{profile}`, which is not a profile");
+        }
+        if let Some(path) = &cluster.kubeconfig
+            && !path.is_file()
+        {
+            bail!(
+                "clusters[{index}].kubeconfig: {} is not a file",
+                path.display()
+            );
+        }
+        let settings = ClusterSettings {
+            kubeconfig: cluster.kubeconfig,
+            agent_profile: cluster.agent_profile,
+            secrets_access_allowed: cluster.secrets_access_allowed,
+        };
+        if clusters.insert(cluster.name.clone(), settings).is_some() {
+            bail!("clusters[{index}].name `{}` appears twice", cluster.name);
+        }
+    }
+
+    Ok(Settings {
+        store,
+        auto_migrate: raw.database.auto_migrate,
+        workers,
+        runner,
+        profiles,
+        default_profile,
+        system_prompt,
+        clusters,
+    })
+}
+
+/// The system prompt used when none is configured.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are an SRE triaging a Kubernetes incident. \
+Investigate read-only with kubectl using the kubeconfig you were given, find the most likely \
+root cause, and write your findings to output/investigation.md: a summary, the root cause with \
+evidence, and recommended next steps. Never change the cluster.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        let raw = match parse(text) {
+            Ok(raw) => raw,
+            Err(error) => return format!("{error:#}"),
+        };
+        format!("{:#}", validate(raw, None).unwrap_err())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let settings = validate(RawConfig::default(), None).unwrap();
+        assert_eq!(settings.store.url, DEFAULT_DATABASE_URL);
+        assert_eq!(settings.default_profile, "claude");
+        assert!(settings.profiles.contains_key("goose"));
+        assert_eq!(settings.workers.concurrency, 2);
+    }
+
+    #[test]
+    fn a_full_file_is_understood() {
+        let raw = parse(
+            r#"
+            [database]
+            url = "postgres://nc@db/nc"
+            [workers]
+            concurrency = 8
+            lease_secs = 120
+            [agent]
+            instance_id = "nc-eu-1"
+            default_profile = "fast"
+            [agent.profiles.fast]
+            cli = "codex"
+            model = "gpt-5"
+            timeout_secs = 600
+            [[clusters]]
+            name = "prod"
+            agent_profile = "fast"
+            "#,
+        )
+        .unwrap();
+        let settings = validate(raw, Some("sqlite://override.db")).unwrap();
+        assert_eq!(settings.store.url, "sqlite://override.db");
+        assert_eq!(settings.workers.lease, Duration::from_secs(120));
+        assert_eq!(settings.runner.instance_id, "nc-eu-1");
+        assert_eq!(
+            settings.clusters["prod"].agent_profile.as_deref(),
+            Some("fast")
+        );
+    }
+
+    #[test]
+    fn mistakes_name_their_key() {
+        assert!(error_of("[workers]\nconcurency = 2").contains("concurency"));
+        assert!(error_of("[workers]\nconcurrency = 0").contains("workers.concurrency"));
+        assert!(error_of("[agent]\ndefault_profile = \"nope\"").contains("agent.default_profile"));
+        assert!(
+            error_of("[[clusters]]\nname = \"a\"\nagent_profile = \"x\"")
+                .contains("clusters[0].agent_profile")
+        );
+        assert!(
+            error_of("[[clusters]]\nname = \"a\"\n[[clusters]]\nname = \"a\"")
+                .contains("appears twice")
+        );
+        assert!(error_of("[agent.profiles.x]\nmemroy = \"1g\"").contains("memroy"));
+        assert!(error_of("[databse]\nurl = \"x\"").contains("databse"));
+    }
+}

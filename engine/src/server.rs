@@ -1,0 +1,181 @@
+//! `nightcrier serve`: builds the store, the agent runtime and the stages from [`Settings`],
+//! re-attaches to agent containers left by a previous run, and runs pre-triage, the workers and
+//! the sweeper until shutdown, then drains.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::Utc;
+use nightcrier_agent::DockerRunner;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{
+    AgentInvestigator, DbBreakerStore, DbRecorder, InvestigatorSettings, job_outcome,
+    log_breaker_event,
+};
+use crate::config::Settings;
+use crate::queue::{JobStatus, Lease, ListFilter, Queue, run_workers};
+use crate::store::Store;
+use crate::triage::{PassThrough, PreTriage};
+
+/// Runs the service until `shutdown` completes.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    run_with(settings, PassThrough, shutdown).await
+}
+
+/// Like [`run`], with a given pre-triage stage.
+pub async fn run_with<P: PreTriage>(
+    settings: Settings,
+    pre_triage: P,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let store = Store::connect(&settings.store).await?;
+    if settings.auto_migrate {
+        store
+            .migrate_up()
+            .await
+            .context("failed to apply migrations")?;
+    } else {
+        store.ensure_migrated().await?;
+    }
+    let queue = Queue::new(store.clone());
+    let runner = DockerRunner::connect(
+        settings.runner.clone(),
+        Arc::new(DbRecorder::new(store.clone())),
+        Arc::new(DbBreakerStore::new(store.clone())),
+    )
+    .await
+    .context("failed to reach the Docker engine")?;
+    tracing::info!(database = store.display_url(), instance = %settings.runner.instance_id, "nightcrier serving");
+
+    let token = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    recover(&queue, &runner, &settings, &mut tasks).await?;
+
+    let investigator = AgentInvestigator::new(
+        runner.clone(),
+        store.clone(),
+        InvestigatorSettings {
+            profiles: settings.profiles.clone(),
+            default_profile: settings.default_profile.clone(),
+            system_prompt: settings.system_prompt.clone(),
+            clusters: settings.clusters.clone(),
+            workspace_root: settings.runner.workspace_root.clone(),
+        },
+    );
+    tasks.spawn(crate::triage::run(
+        queue.clone(),
+        settings.workers.owner.clone(),
+        pre_triage,
+        settings.workers.poll_interval,
+        token.clone(),
+    ));
+    tasks.spawn(run_workers(
+        queue.clone(),
+        settings.workers.clone(),
+        Arc::new(investigator),
+        token.clone(),
+    ));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new claims; waiting for running investigations");
+    token.cancel();
+    while tasks.join_next().await.is_some() {}
+    store.close().await?;
+    Ok(())
+}
+
+/// Re-attaches to this instance's containers whose incident is still investigating, and drives
+/// them to the end under the lease the previous process held; removes the others.
+async fn recover(
+    queue: &Queue,
+    runner: &DockerRunner,
+    settings: &Settings,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let investigating = queue
+        .list(&ListFilter {
+            status: Some(JobStatus::Investigating),
+            cluster: None,
+            limit: 100_000,
+        })
+        .await?;
+    let ids: HashSet<String> = investigating.iter().map(|i| i.id.to_string()).collect();
+    let report = runner
+        .recover(|incident_id| ids.contains(incident_id))
+        .await
+        .context("failed to look for agent containers of a previous run")?;
+    if !report.removed.is_empty() {
+        tracing::warn!(removed = ?report.removed, "removed orphaned agent containers");
+    }
+    for pending in report.reattached {
+        let Some(incident) = investigating
+            .iter()
+            .find(|i| i.id.to_string() == pending.incident_id)
+            .cloned()
+        else {
+            continue;
+        };
+        let Some(owner) = incident.lease_owner.clone() else {
+            continue;
+        };
+        let mut lease = Lease {
+            incident_id: incident.id,
+            cluster: incident.cluster.clone(),
+            owner,
+            attempt: incident.attempts,
+            expires_at: incident.lease_expires_at.unwrap_or_else(Utc::now),
+        };
+        let queue = queue.clone();
+        let extension = settings.workers.lease;
+        tracing::info!(incident_id = %incident.id, cluster = %incident.cluster, "re-attached to a running agent");
+        tasks.spawn(async move {
+            let run = pending.run;
+            tokio::pin!(run);
+            let mut renew = tokio::time::interval(extension / 3);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut run => break outcome,
+                    _ = renew.tick() => {
+                        if let Err(error) = queue.heartbeat(&mut lease, extension, Utc::now()).await {
+                            tracing::warn!(incident_id = %lease.incident_id, error = %error, "re-attached run lost its lease");
+                        }
+                    }
+                }
+            };
+            log_breaker_event(outcome.breaker_event.as_ref());
+            if let Err(error) = queue.finish(&lease, &job_outcome(&outcome), Utc::now()).await {
+                tracing::error!(incident_id = %lease.incident_id, error = %error, "could not record a re-attached outcome");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

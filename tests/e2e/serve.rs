@@ -1,0 +1,310 @@
+//! `nightcrier serve` end to end, as a process, on both backends and the real Docker engine:
+//! events are ingested by the CLI, queued by pre-triage, investigated by an agent container,
+//! validated, recorded and reported; and a `kill -9` of nightcrier mid-run followed by a restart
+//! re-attaches to the running container and completes the incident.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::support::backends;
+
+/// The test agent: a good report for CrashLoop faults, a too-small one otherwise; `slow` in the
+/// context makes it take a few seconds first.
+const AGENT: &str = r##"#!/bin/sh
+out=/home/agent/output/investigation.md
+echo "agent starting for $INCIDENT_ID"
+if grep -q 'slow' /home/agent/incident.json; then sleep 4; fi
+if grep -q '"faultType": "CrashLoop"' /home/agent/incident.json; then
+  {
+    echo "# Investigation"
+    echo
+    echo "The checkout pod crash-loops because its config map is missing; restoring it fixes the rollout."
+  } > "$out"
+  echo "report written"
+else
+  echo "too small" > "$out"
+  echo "giving up" >&2
+fi
+"##;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_nightcrier-under-test")
+}
+
+fn write_config(dir: &Path, url: &str, instance: &str) -> std::path::PathBuf {
+    let image = nightcrier_agent::test_support::busybox_image("nightcrier-e2e-agent", AGENT);
+    let path = dir.join("nightcrier.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[database]
+url = "{url}"
+
+[workers]
+concurrency = 2
+lease_secs = 30
+poll_interval_secs = 0.1
+shutdown_grace_secs = 20
+
+[agent]
+workspace_root = "{root}"
+instance_id = "{instance}"
+default_profile = "e2e"
+
+[agent.profiles.e2e]
+image = "{image}"
+command = ["/bin/sh", "/agent.sh"]
+network = "none"
+timeout_secs = 60
+stop_grace_secs = 1
+memory = "64m"
+pids_limit = 64
+"#,
+            root = dir.join("workspaces").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn cli(config: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn serve(config: &Path) -> Child {
+    Command::new(bin())
+        .arg("-c")
+        .arg(config)
+        .arg("serve")
+        .env("NIGHTCRIER_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn incidents(config: &Path) -> Vec<serde_json::Value> {
+    let out = cli(config, &["incidents", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn containers_of(instance: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=nightcrier.instance={instance}"),
+        ])
+        .output()
+        .expect("the docker CLI is needed for these tests");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn stop(child: Child) -> String {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "serve exited with {:?}: {log}",
+        output.status
+    );
+    log
+}
+
+fn example(name: &str) -> String {
+    format!("{}/../examples/events/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_investigates_ingested_events_in_containers() {
+    for db in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        let config = write_config(dir.path(), &db.url, &instance);
+        let server = serve(&config);
+        // serve applies the migrations itself; ingest waits for them
+        wait_for("the schema", Duration::from_secs(30), || {
+            cli(&config, &["migrate", "status"])
+                .stdout
+                .starts_with(b"applied")
+        })
+        .await;
+        wait_for("all migrations", Duration::from_secs(30), || {
+            !String::from_utf8_lossy(&cli(&config, &["migrate", "status"]).stdout)
+                .contains("pending")
+        })
+        .await;
+        let ingest = cli(
+            &config,
+            &[
+                "ingest",
+                "--source",
+                "kubernetes-mcp",
+                &example("crashloop.json"),
+                &example("node-unhealthy.json"),
+            ],
+        );
+        assert!(
+            ingest.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ingest.stderr)
+        );
+        wait_for("both incidents finished", Duration::from_secs(120), || {
+            let all = incidents(&config);
+            all.len() == 2
+                && all
+                    .iter()
+                    .all(|i| i["status"] == "resolved" || i["status"] == "agent_failed")
+        })
+        .await;
+        let all = incidents(&config);
+        let status_of = |fault: &str| -> (String, String) {
+            let incident = all
+                .iter()
+                .find(|i| {
+                    let show = cli(
+                        &config,
+                        &["incidents", "show", i["id"].as_str().unwrap(), "--json"],
+                    );
+                    let doc: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+                    doc["faultEvent"]["fault_type"] == fault
+                })
+                .unwrap();
+            (
+                incident["status"].as_str().unwrap().to_owned(),
+                incident["id"].as_str().unwrap().to_owned(),
+            )
+        };
+        let (crash_status, crash_id) = status_of("CrashLoop");
+        let (node_status, node_id) = status_of("NodeUnhealthy");
+        assert_eq!(crash_status, "resolved", "{}", db.backend);
+        assert_eq!(node_status, "agent_failed", "{}", db.backend);
+
+        let show: serde_json::Value = serde_json::from_slice(
+            &cli(&config, &["incidents", "show", &crash_id, "--json"]).stdout,
+        )
+        .unwrap();
+        let executions = show["agentExecutions"].as_array().unwrap();
+        assert_eq!(executions.len(), 1, "{}", db.backend);
+        assert_eq!(executions[0]["exit_code"], 0);
+        assert!(
+            executions[0]["container_id"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+        );
+        let failed: serde_json::Value = serde_json::from_slice(
+            &cli(&config, &["incidents", "show", &node_id, "--json"]).stdout,
+        )
+        .unwrap();
+        assert!(
+            failed["incident"]["failure_reason"]
+                .as_str()
+                .unwrap()
+                .contains("bytes"),
+            "{failed}"
+        );
+
+        let tail = cli(&config, &["tail", &crash_id]);
+        assert!(
+            String::from_utf8_lossy(&tail.stdout).contains("report written"),
+            "{}",
+            String::from_utf8_lossy(&tail.stderr)
+        );
+        let report = std::fs::read_to_string(
+            dir.path()
+                .join("workspaces")
+                .join(&crash_id)
+                .join("output/investigation.md"),
+        )
+        .unwrap();
+        assert!(report.contains("config map is missing"));
+
+        stop(server);
+        assert!(
+            containers_of(&instance).is_empty(),
+            "{}: containers left behind",
+            db.backend
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nightcrier_reattaches_after_restart_and_completes() {
+    let db = backends().await.into_iter().next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let instance = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+    let config = write_config(dir.path(), &db.url, &instance);
+    assert!(cli(&config, &["migrate"]).status.success());
+    let slow = dir.path().join("slow.json");
+    let event = std::fs::read_to_string(example("crashloop.json"))
+        .unwrap()
+        .replace("restart count", "slow restart count");
+    std::fs::write(&slow, event).unwrap();
+    assert!(
+        cli(&config, &["ingest", slow.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    let mut first = serve(&config);
+    wait_for("the agent container", Duration::from_secs(60), || {
+        !containers_of(&instance).is_empty()
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(incidents(&config)[0]["status"], "investigating");
+    assert_eq!(
+        containers_of(&instance).len(),
+        1,
+        "the container outlives the killed process"
+    );
+
+    let second = serve(&config);
+    wait_for("the incident resolved", Duration::from_secs(90), || {
+        incidents(&config)[0]["status"] == "resolved"
+    })
+    .await;
+    let log = stop(second);
+    assert!(log.contains("re-attached"), "{log}");
+    let incident = &incidents(&config)[0];
+    assert_eq!(
+        incident["attempts"], 1,
+        "completed by re-attaching, not by a second run"
+    );
+    assert!(
+        containers_of(&instance).is_empty(),
+        "containers left behind"
+    );
+}
