@@ -129,6 +129,9 @@ pub async fn store(args: &StoreBenchArgs, url: Option<&str>) -> anyhow::Result<V
         unit: "events/s",
     });
 
+    // The service checkpoints periodically on the queue connection; do the same between phases.
+    store.checkpoint().await?;
+
     // Single-event commits.
     let mut latencies = Vec::with_capacity(args.single);
     for n in 0..args.single {

@@ -152,6 +152,7 @@ impl Store {
                     }
                     None => true,
                 };
+                let busy_timeout = config.busy_timeout;
                 let db = connect(sqlite_options(config, SqliteSynchronous::Normal)).await?;
                 let ingest_db = if in_memory {
                     // a second connection would open a second, empty database
@@ -162,7 +163,14 @@ impl Store {
                     } else {
                         SqliteSynchronous::Normal
                     };
-                    connect(sqlite_options(config, synchronous)).await?
+                    let mut options = sqlite_options(config, synchronous);
+                    // Checkpoints run on the other connection (see `checkpoint`), so an ingest
+                    // commit never pays for copying the WAL into the database file.
+                    options.map_sqlx_sqlite_opts(move |opts| {
+                        sqlite_pragmas(opts, synchronous, busy_timeout)
+                            .pragma("wal_autocheckpoint", "0")
+                    });
+                    connect(options).await?
                 };
                 Ok(Self {
                     db,
@@ -345,6 +353,19 @@ impl Store {
             .await?)
     }
 
+    /// SQLite: copies the write-ahead log into the database file without blocking writers
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`), on the queue connection. The ingest connection never
+    /// checkpoints by itself, so the service calls this periodically. No-op on Postgres.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if self.backend() == DbBackend::Sqlite {
+            use sea_orm::ConnectionTrait;
+            self.db
+                .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(self) -> Result<(), StoreError> {
         self.ingest_db.close_by_ref().await?;
@@ -367,16 +388,22 @@ fn sqlite_options(config: &StoreConfig, synchronous: SqliteSynchronous) -> Conne
     let mut options = base_options(&config.url);
     options.max_connections(config.max_connections.unwrap_or(1));
     let busy_timeout = config.busy_timeout;
-    options.map_sqlx_sqlite_opts(move |opts| {
-        opts.create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(synchronous)
-            .busy_timeout(busy_timeout)
-            .foreign_keys(true)
-            // 64 MiB of page cache keeps the indexes' upper levels in memory under ingest load
-            .pragma("cache_size", "-65536")
-    });
+    options.map_sqlx_sqlite_opts(move |opts| sqlite_pragmas(opts, synchronous, busy_timeout));
     options
+}
+
+fn sqlite_pragmas(
+    opts: sea_orm::sqlx::sqlite::SqliteConnectOptions,
+    synchronous: SqliteSynchronous,
+    busy_timeout: Duration,
+) -> sea_orm::sqlx::sqlite::SqliteConnectOptions {
+    opts.create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(synchronous)
+        .busy_timeout(busy_timeout)
+        .foreign_keys(true)
+        // 64 MiB of page cache keeps the indexes' upper levels in memory under ingest load
+        .pragma("cache_size", "-65536")
 }
 
 async fn probe_postgres(url: &str, url_for_display: &str) -> Result<(), StoreError> {

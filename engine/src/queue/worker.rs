@@ -122,6 +122,12 @@ async fn sweep_loop(queue: &Queue, config: &WorkerConfig, shutdown: &Cancellatio
             Ok(_) => {}
             Err(error) => tracing::error!(error = %error, "sweep failed"),
         }
+        if let Err(error) = queue.store().checkpoint().await {
+            tracing::warn!(error = %error, "checkpoint failed");
+        }
+        if let Err(error) = queue.store().kv_purge_expired(Utc::now()).await {
+            tracing::warn!(error = %error, "purging expired plugin keys failed");
+        }
     }
 }
 
