@@ -3,6 +3,7 @@
 //! by `tests/run.sh`; with `CI=true` a missing server fails the run).
 
 mod cli;
+mod examples;
 mod migrations;
 mod queue;
 mod queue_concurrency;

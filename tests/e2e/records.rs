@@ -158,3 +158,29 @@ async fn executions_breakers_plugin_runs_and_reports_round_trip() {
         );
     }
 }
+
+#[tokio::test]
+async fn circuit_breaker_state_survives_a_new_store() {
+    use nightcrier_agent::{BreakerState, BreakerStateStore};
+    for db in backends().await {
+        let store = db.queue().await.store().clone();
+        let breakers = nightcrier::agent::DbBreakerStore::new(store);
+        assert_eq!(breakers.load("prod").await.unwrap(), None);
+        let state = BreakerState {
+            open: true,
+            consecutive_failures: 3,
+            first_failure_at: Some(Utc::now()),
+            last_failure_at: Some(Utc::now()),
+            alerted: true,
+            recent_reasons: vec!["agent exited with code 3".into()],
+        };
+        breakers.save("prod", &state).await.unwrap();
+        // a restarted nightcrier opens a new connection and finds the same state
+        let reopened = nightcrier::agent::DbBreakerStore::new(db.store().await);
+        let loaded = reopened.load("prod").await.unwrap().unwrap();
+        assert!(loaded.open && loaded.alerted, "{}", db.backend);
+        assert_eq!(loaded.consecutive_failures, 3);
+        assert_eq!(loaded.recent_reasons, state.recent_reasons);
+        assert_eq!(reopened.load("staging").await.unwrap(), None);
+    }
+}
