@@ -12,13 +12,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use nightcrier_migrations::{Migrator, MigratorTrait};
+use nightcrier_migrations::{MigrationStatus, Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbBackend,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
+
+/// Key of the Postgres advisory lock held while migrating ("nightcrr" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6e69_6768_7463_7272;
 
 /// The database nightcrier uses when none is given: an SQLite file next to the process.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://nightcrier.db";
@@ -56,7 +59,7 @@ pub enum StoreError {
     },
     /// The schema is newer than this build of nightcrier.
     #[error(
-        "database `{url}` has migration `{name}` that this nightcrier does not know; upgrade nightcrier"
+        "database `{url}` has a migration this nightcrier does not know ({name}); upgrade nightcrier"
     )]
     UnknownMigration {
         /// The URL with any password masked.
@@ -223,10 +226,24 @@ impl Store {
         &self.url_for_display
     }
 
-    /// Applies every pending migration.
+    /// Applies every pending migration, in one transaction that holds a lock, so replicas that
+    /// start together migrate once: Postgres takes an advisory lock, SQLite `BEGIN IMMEDIATE`.
     pub async fn migrate_up(&self) -> Result<usize, StoreError> {
-        let pending = Migrator::get_pending_migrations(&self.db).await?.len();
-        Migrator::up(&self.db, None).await?;
+        use sea_orm::{ConnectionTrait, TransactionOptions, TransactionTrait};
+        let txn = self
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await?;
+        if self.backend() == DbBackend::Postgres {
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+                .await?;
+        }
+        let pending = Migrator::get_pending_migrations(&txn).await?.len();
+        Migrator::up(&txn, None).await?;
+        txn.commit().await?;
         Ok(pending)
     }
 
@@ -236,52 +253,84 @@ impl Store {
         Ok(())
     }
 
-    /// Every known migration with whether it is applied.
+    /// Every known migration with whether it is applied. Reads only: it never creates the
+    /// bookkeeping table, so it cannot race a concurrent `migrate_up`.
     pub async fn migration_status(&self) -> Result<Vec<MigrationState>, StoreError> {
-        self.check_no_unknown_migrations().await?;
-        let applied: Vec<String> = Migrator::get_applied_migrations(&self.db)
-            .await?
-            .iter()
-            .map(|m| m.name().to_owned())
-            .collect();
-        Ok(Migrator::migrations()
+        if !self.has_migration_table().await? {
+            return Ok(Migrator::migrations()
+                .iter()
+                .map(|m| MigrationState {
+                    name: m.name().to_owned(),
+                    applied: false,
+                })
+                .collect());
+        }
+        // The table exists, so this does not need to create it.
+        let states = Migrator::get_migration_with_status(&self.db)
+            .await
+            .map_err(|error| self.unknown_migration(error))?;
+        Ok(states
             .iter()
             .map(|m| MigrationState {
                 name: m.name().to_owned(),
-                applied: applied.iter().any(|a| a == m.name()),
+                applied: m.status() == MigrationStatus::Applied,
             })
             .collect())
     }
 
     /// Fails unless the schema is exactly the one this build expects.
     pub async fn ensure_migrated(&self) -> Result<(), StoreError> {
-        self.check_no_unknown_migrations().await?;
-        let pending = Migrator::get_pending_migrations(&self.db).await?;
+        let pending: Vec<MigrationState> = self
+            .migration_status()
+            .await?
+            .into_iter()
+            .filter(|m| !m.applied)
+            .collect();
         if let Some(first) = pending.first() {
             return Err(StoreError::PendingMigrations {
                 url: self.url_for_display.clone(),
                 count: pending.len(),
-                first: first.name().to_owned(),
+                first: first.name.clone(),
             });
         }
         Ok(())
     }
 
-    async fn check_no_unknown_migrations(&self) -> Result<(), StoreError> {
-        let known: Vec<String> = Migrator::migrations()
-            .iter()
-            .map(|m| m.name().to_owned())
-            .collect();
-        // `get_migration_models` creates the bookkeeping table if missing, which is harmless.
-        for model in Migrator::get_migration_models(&self.db).await? {
-            if !known.contains(&model.version) {
-                return Err(StoreError::UnknownMigration {
-                    url: self.url_for_display.clone(),
-                    name: model.version,
-                });
+    async fn has_migration_table(&self) -> Result<bool, StoreError> {
+        use sea_orm::{ConnectionTrait, Statement};
+        let sql = match self.backend() {
+            DbBackend::Postgres => {
+                "SELECT COUNT(*) AS n FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = $1"
             }
+            _ => "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = $1",
+        };
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                self.backend(),
+                sql,
+                [Migrator::migration_table_name().to_string().into()],
+            ))
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<i64>("", "n")? > 0,
+            None => false,
+        })
+    }
+
+    /// sea-orm-migration reports an applied migration this build does not know as a custom
+    /// error ("… file is missing …"); give it its own variant.
+    fn unknown_migration(&self, error: sea_orm::DbErr) -> StoreError {
+        match &error {
+            sea_orm::DbErr::Custom(message) if message.contains("missing") => {
+                StoreError::UnknownMigration {
+                    url: self.url_for_display.clone(),
+                    name: message.clone(),
+                }
+            }
+            _ => StoreError::Db(error),
         }
-        Ok(())
     }
 
     /// Records input that could not become a fault event, keeping its bytes as received.

@@ -5,6 +5,7 @@
 //! written out with a few dialect placeholders (see [`sql`]) so that the same text means the same
 //! thing on both backends.
 
+pub use sea_orm_migration::migrator::MigrationStatus;
 pub use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_create_fault_events;

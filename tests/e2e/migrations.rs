@@ -133,3 +133,53 @@ async fn schema_enforces_one_incident_per_event_and_known_statuses() {
         assert!(conn.execute_raw(leaseless).await.is_err(), "{}", db.backend);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_once_and_readers_never_race_them() {
+    for db in backends().await {
+        let (a, b, reader) = (db.store().await, db.store().await, db.store().await);
+        let reads = async {
+            // read-only status checks while migrations run must never fail or create tables
+            for _ in 0..20 {
+                let _ = reader.ensure_migrated().await;
+                reader.migration_status().await.unwrap();
+            }
+        };
+        let (first, second, ()) = tokio::join!(a.migrate_up(), b.migrate_up(), reads);
+        let (first, second) = (first.unwrap(), second.unwrap());
+        let total = nightcrier_migrations_count();
+        assert_eq!(
+            first + second,
+            total,
+            "{}: each migration applied once",
+            db.backend
+        );
+        a.ensure_migrated().await.unwrap();
+    }
+}
+
+fn nightcrier_migrations_count() -> usize {
+    TABLES.len()
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_this_build_is_refused() {
+    for db in backends().await {
+        let store = db.store().await;
+        store.migrate_up().await.unwrap();
+        let conn = store.connection();
+        conn.execute_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            "INSERT INTO nightcrier_migrations (version, applied_at) VALUES ($1, 0)",
+            ["m20991231_000001_from_the_future".into()],
+        ))
+        .await
+        .unwrap();
+        let error = store.ensure_migrated().await.unwrap_err().to_string();
+        assert!(
+            error.contains("does not know") && error.contains("upgrade nightcrier"),
+            "{}: {error}",
+            db.backend
+        );
+    }
+}

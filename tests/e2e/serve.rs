@@ -78,16 +78,69 @@ fn cli(config: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn serve(config: &Path) -> Child {
-    Command::new(bin())
-        .arg("-c")
-        .arg(config)
-        .arg("serve")
-        .env("NIGHTCRIER_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// A running `nightcrier serve`, logging to a file so a full pipe can never stall it.
+struct Server {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Server {
+    fn start(config: &Path) -> Self {
+        let log = config.with_extension(format!("{}.log", uuid::Uuid::new_v4().simple()));
+        let child = Command::new(bin())
+            .arg("-c")
+            .arg(config)
+            .arg("serve")
+            .env("NIGHTCRIER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `check` until it holds; panics with the server's log if the server exits or
+    /// `limit` passes.
+    async fn wait_for(&mut self, what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "serve exited with {status} while waiting for {what}: {}",
+                    self.log()
+                );
+            }
+            if check() {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("timed out waiting for {what}; serve log: {}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the clean exit; returns the log.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().unwrap();
+        let log = self.log();
+        assert!(status.success(), "serve exited with {status}: {log}");
+        log
+    }
 }
 
 fn incidents(config: &Path) -> Vec<serde_json::Value> {
@@ -98,17 +151,6 @@ fn incidents(config: &Path) -> Vec<serde_json::Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn containers_of(instance: &str) -> Vec<String> {
@@ -127,21 +169,6 @@ fn containers_of(instance: &str) -> Vec<String> {
         .collect()
 }
 
-fn stop(child: Child) -> String {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let output = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "serve exited with {:?}: {log}",
-        output.status
-    );
-    log
-}
-
 fn example(name: &str) -> String {
     format!("{}/../examples/events/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -152,19 +179,13 @@ async fn serve_investigates_ingested_events_in_containers() {
         let dir = tempfile::tempdir().unwrap();
         let instance = format!("e2e-{}", uuid::Uuid::new_v4().simple());
         let config = write_config(dir.path(), &db.url, &instance);
-        let server = serve(&config);
-        // serve applies the migrations itself; ingest waits for them
-        wait_for("the schema", Duration::from_secs(30), || {
-            cli(&config, &["migrate", "status"])
-                .stdout
-                .starts_with(b"applied")
-        })
-        .await;
-        wait_for("all migrations", Duration::from_secs(30), || {
-            !String::from_utf8_lossy(&cli(&config, &["migrate", "status"]).stdout)
-                .contains("pending")
-        })
-        .await;
+        let mut server = Server::start(&config);
+        // serve applies the migrations itself; commands refuse the database until it has
+        server
+            .wait_for("the schema", Duration::from_secs(60), || {
+                cli(&config, &["incidents", "list"]).status.success()
+            })
+            .await;
         let ingest = cli(
             &config,
             &[
@@ -180,14 +201,15 @@ async fn serve_investigates_ingested_events_in_containers() {
             "{}",
             String::from_utf8_lossy(&ingest.stderr)
         );
-        wait_for("both incidents finished", Duration::from_secs(120), || {
-            let all = incidents(&config);
-            all.len() == 2
-                && all
-                    .iter()
-                    .all(|i| i["status"] == "resolved" || i["status"] == "agent_failed")
-        })
-        .await;
+        server
+            .wait_for("both incidents finished", Duration::from_secs(120), || {
+                let all = incidents(&config);
+                all.len() == 2
+                    && all
+                        .iter()
+                        .all(|i| i["status"] == "resolved" || i["status"] == "agent_failed")
+            })
+            .await;
         let all = incidents(&config);
         let status_of = |fault: &str| -> (String, String) {
             let incident = all
@@ -250,7 +272,7 @@ async fn serve_investigates_ingested_events_in_containers() {
         .unwrap();
         assert!(report.contains("config map is missing"));
 
-        stop(server);
+        server.stop();
         assert!(
             containers_of(&instance).is_empty(),
             "{}: containers left behind",
@@ -277,13 +299,13 @@ async fn a_killed_nightcrier_reattaches_after_restart_and_completes() {
             .success()
     );
 
-    let mut first = serve(&config);
-    wait_for("the agent container", Duration::from_secs(60), || {
-        !containers_of(&instance).is_empty()
-    })
-    .await;
-    first.kill().unwrap();
-    first.wait().unwrap();
+    let mut first = Server::start(&config);
+    first
+        .wait_for("the agent container", Duration::from_secs(60), || {
+            !containers_of(&instance).is_empty()
+        })
+        .await;
+    first.kill();
     assert_eq!(incidents(&config)[0]["status"], "investigating");
     assert_eq!(
         containers_of(&instance).len(),
@@ -291,12 +313,13 @@ async fn a_killed_nightcrier_reattaches_after_restart_and_completes() {
         "the container outlives the killed process"
     );
 
-    let second = serve(&config);
-    wait_for("the incident resolved", Duration::from_secs(90), || {
-        incidents(&config)[0]["status"] == "resolved"
-    })
-    .await;
-    let log = stop(second);
+    let mut second = Server::start(&config);
+    second
+        .wait_for("the incident resolved", Duration::from_secs(90), || {
+            incidents(&config)[0]["status"] == "resolved"
+        })
+        .await;
+    let log = second.stop();
     assert!(log.contains("re-attached"), "{log}");
     let incident = &incidents(&config)[0];
     assert_eq!(
