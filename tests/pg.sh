@@ -21,7 +21,16 @@ find_bindir() {
 case "${1:-}" in
 start)
     bindir=$(find_bindir)
-    port=${NIGHTCRIER_TEST_PG_PORT:-55432}
+    port=${NIGHTCRIER_TEST_PG_PORT:-}
+    if [ -z "$port" ]; then
+        # the first free port from 55432 up, so a second run (or a developer's server) is fine
+        for candidate in $(seq 55432 55532); do
+            if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+                port=$candidate
+                break
+            fi
+        done
+    fi
     dir=$(mktemp -d /tmp/nightcrier-pg.XXXXXX)
     run=()
     if [ "$(id -u)" = 0 ]; then
