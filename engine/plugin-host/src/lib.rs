@@ -1,1 +1,76 @@
-//! placeholder: replaced by the plugin-host work
+//! nightcrier's sandboxed wasmtime plugin host: loads WebAssembly components from a folder, detects their world
+//! from their exports, and runs every call bounded (deadline, memory, output size) and deny-by-default.
+//!
+//! # Entry points for the engine
+//!
+//! ```text
+//! // Configuration: the `[plugins]` table of nightcrier's TOML (deny_unknown_fields).
+//! PluginsConfig { dir, cache_dir: Option<PathBuf>, stages: StagesConfig { source, pre_triage, post_triage: StageConfig { failure_policy } },
+//!                 plugin: BTreeMap<id, PluginConfig { config: toml::Table, deadline_ms, memory_mib, max_output_kib,
+//!                                                    allowed_hosts, env, read_only_dirs, reuse_instances, order, disabled }> }
+//! PluginsConfig::from_toml(&str) -> Result<PluginsConfig, toml::de::Error>
+//!
+//! // Key-value capability: implemented by the engine over `plugin_kv` (plugin, key, value, expires_at).
+//! trait KvStore: Send + Sync + 'static {
+//!     fn get(&self, plugin, key) -> KvFuture<Option<Vec<u8>>>;
+//!     fn set(&self, plugin, key, value: Vec<u8>, ttl: Option<Duration>) -> KvFuture<()>;
+//!     fn delete(&self, plugin, key) -> KvFuture<()>;
+//! }
+//! MemoryKvStore::new()                                       // in-memory implementation
+//!
+//! // The host (one per process; Clone is cheap).
+//! PluginHost::load(PluginsConfig, Arc<dyn KvStore>).await -> anyhow::Result<(PluginHost, Vec<LoadError>)>
+//! host.plugins() -> Vec<PluginSummary>; host.plugin(id) -> Option<PluginSummary>   // summary.feed for sources
+//! host.chain(World) -> Vec<String>                            // ids in stage order
+//! host.decode(id, &Envelope).await -> Result<Vec<FaultEvent>, CallError>
+//! host.pre_triage(id, &Incident).await -> Result<Decision, CallError>
+//! host.post_triage(id, &Incident, &AgentResult).await -> Result<Outcome, CallError>
+//! host.run_pre_triage(&Incident).await -> Result<PreTriageVerdict, CallError>         // whole chain + failure policy
+//! host.run_post_triage(&Incident, &AgentResult).await -> Result<PostTriageVerdict, CallError>
+//!
+//! // CLI (`nightcrier plugins ...`), plain functions:
+//! list_plugins(&PluginsConfig).await -> anyhow::Result<PluginList>        // .to_table() / .to_json()
+//! check_plugin(&Path, &PluginsConfig).await -> Result<PluginSummary, CheckFailure>   // Err => non-zero exit
+//! new_plugin(&NewPluginOptions { name, kind: World, lang: PluginLang, parent_dir }) -> anyhow::Result<NewPlugin>
+//! // `World` and `PluginLang` implement FromStr ("source" | "pre-triage" | "post-triage", "rust" | "python").
+//! ```
+//!
+//! Ids are file names without `.wasm`; errors and logs name plugins as `name@version`.
+
+mod bindings;
+mod cache;
+mod cli;
+mod config;
+mod detect;
+mod error;
+mod kv;
+mod runtime;
+mod scaffold;
+mod size;
+mod state;
+
+pub use cli::{CheckFailure, PluginList, RefusedPlugin, check_plugin, list_plugins};
+pub use config::{
+    BIG_GUEST_BYTES, DEFAULT_MAX_OUTPUT_KIB, DEFAULT_MEMORY_MIB, DEFAULT_RECYCLE_AFTER_CALLS,
+    FailurePolicy, MAX_MEMORY_MIB, PluginConfig, PluginsConfig, StageConfig, StagesConfig,
+};
+pub use detect::{SUPPORTED_WIT_VERSIONS, WIT_PACKAGE, WIT_VERSION, World, version_supported};
+pub use error::{CallError, LoadError, MissingGrant};
+pub use kv::{KvFuture, KvStore, KvStoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryKvStore};
+pub use runtime::{CapabilitySet, PluginHost, PluginSummary, PostTriageVerdict, PreTriageVerdict};
+pub use scaffold::{NewPlugin, NewPluginOptions, PluginLang, new_plugin};
+
+/// The WIT records as Rust types (generated from `wit/`).
+pub mod types {
+    pub use crate::bindings::post_triage::exports::nightcrier::plugin::post_triage_processor::Outcome;
+    pub use crate::bindings::pre_triage::exports::nightcrier::plugin::pre_triage_processor::{
+        ContextFile, Decision, Patch,
+    };
+    pub use crate::bindings::source::exports::nightcrier::plugin::event_source::{
+        DecodeError, Envelope, Feed, FeedKind, McpFeed, PollFeed, SourceInfo, WebhookFeed,
+    };
+    pub use crate::bindings::source::nightcrier::plugin::types::{
+        AgentResult, Capabilities, FaultEvent, Incident, PluginError, PluginInfo, ResourceRef,
+        Severity,
+    };
+}

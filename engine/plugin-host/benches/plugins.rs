@@ -1,0 +1,219 @@
+//! Plugin-host benchmarks: kubernetes-mcp decode (warm and fresh pooled instance, and native Rust), the Python
+//! example's per-call time, and loading 10 plugins from the precompiled cache.
+//!
+//! Run: `CARGO_TARGET_DIR=/work/target-plugin cargo bench -p nightcrier-plugin-host --bench plugins`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use nightcrier_plugin_host::types::{Envelope, FaultEvent, FeedKind, ResourceRef, Severity};
+use nightcrier_plugin_host::{MemoryKvStore, PluginHost};
+use serde::Deserialize;
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/host/support.rs"]
+mod support;
+
+/// The native equivalent of the kubernetes-mcp plugin's decode, for the ratio.
+mod native {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Notification {
+        #[serde(default)]
+        subscription_id: String,
+        #[serde(default)]
+        cluster: String,
+        #[serde(default)]
+        fault_id: String,
+        #[serde(default)]
+        fault_type: String,
+        #[serde(default)]
+        severity: String,
+        resource: Option<Resource>,
+        #[serde(default)]
+        context: String,
+        #[serde(default)]
+        timestamp: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Resource {
+        #[serde(default)]
+        api_version: String,
+        #[serde(default)]
+        kind: String,
+        #[serde(default)]
+        name: String,
+        namespace: Option<String>,
+        uid: Option<String>,
+    }
+
+    pub(crate) fn decode(envelope: &Envelope) -> Result<Vec<FaultEvent>, String> {
+        // Same shape as the plugin: peek for a diagnostic string, then parse once.
+        if envelope
+            .body
+            .iter()
+            .find(|byte| !byte.is_ascii_whitespace())
+            == Some(&b'"')
+        {
+            return Err("diagnostic".to_owned());
+        }
+        let notification: Notification =
+            serde_json::from_slice(&envelope.body).map_err(|error| error.to_string())?;
+        let resource = notification.resource.ok_or("no resource")?;
+        let severity = match notification.severity.as_str() {
+            "info" => Severity::Info,
+            "critical" => Severity::Critical,
+            _ => Severity::Warning,
+        };
+        Ok(vec![FaultEvent {
+            fault_id: notification.fault_id,
+            cluster: envelope.cluster.clone().unwrap_or(notification.cluster),
+            resource: ResourceRef {
+                api_version: resource.api_version,
+                kind: resource.kind,
+                name: resource.name,
+                namespace: resource.namespace.filter(|text| !text.is_empty()),
+                uid: resource.uid.filter(|text| !text.is_empty()),
+            },
+            fault_type: notification.fault_type,
+            severity,
+            context: notification.context,
+            timestamp: notification.timestamp,
+            labels: vec![(
+                "mcp.subscription-id".to_owned(),
+                notification.subscription_id,
+            )],
+        }])
+    }
+}
+
+/// The §4.4 CrashLoop example with a termination message, as the server sends it: about 1 KB.
+fn notification_1kb() -> String {
+    let termination = "panic: runtime error: invalid memory address or nil pointer dereference [signal SIGSEGV: segmentation violation code=0x1 addr=0x18 pc=0x6f3a2b] goroutine 1 [running]: main.(*Server).handleCheckout(0xc0001a2000, {0x7f8e2c, 0xc0002b4000}) /app/server.go:214 +0x4b main.main() /app/main.go:58 +0x1e5 created by net/http.(*Server).Serve in goroutine 1 /usr/local/go/src/net/http/server.go:3285 +0x4b4";
+    let notification = support::CRASH_LOOP.replace(
+        "last reason: Error",
+        &format!("last reason: Error, termination message: {termination}"),
+    );
+    assert!(
+        (950..=1100).contains(&notification.len()),
+        "notification is {} bytes",
+        notification.len()
+    );
+    notification
+}
+
+fn envelope() -> Envelope {
+    Envelope {
+        kind: FeedKind::Mcp,
+        cluster: Some("kind-dev".to_owned()),
+        headers: Vec::new(),
+        body: notification_1kb().into_bytes(),
+        logger: Some("kubernetes/faults".to_owned()),
+        received_at_ms: 0,
+    }
+}
+
+fn benches(criterion: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let envelope = envelope();
+    assert!(
+        envelope.body.len() > 500,
+        "the sample notification should be about 1 KB"
+    );
+
+    let (host, refused, _folder, _kv) = runtime.block_on(support::load(
+        &[
+            ("plugins/kubernetes-mcp.wasm", "k8s-warm.wasm"),
+            ("plugins/kubernetes-mcp.wasm", "k8s-fresh.wasm"),
+            ("plugins/team-router.wasm", "team-router.wasm"),
+        ],
+        "[plugin.k8s-warm]\nreuse_instances = true\n[plugin.k8s-fresh]\nreuse_instances = false\n[plugin.team-router.config]\nteams = { shop = \"payments\" }\n",
+    ));
+    assert!(refused.is_empty(), "{refused:?}");
+
+    let mut group = criterion.benchmark_group("kubernetes-mcp decode (1 KB notification)");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    group.bench_function("warm instance", |bencher| {
+        bencher
+            .to_async(&runtime)
+            .iter(|| async { host.decode("k8s-warm", &envelope).await.unwrap() })
+    });
+    group.bench_function("fresh pooled instance", |bencher| {
+        bencher
+            .to_async(&runtime)
+            .iter(|| async { host.decode("k8s-fresh", &envelope).await.unwrap() })
+    });
+    group.bench_function("native rust", |bencher| {
+        bencher.iter(|| native::decode(&envelope).unwrap())
+    });
+    group.finish();
+
+    let incident = support::incident(Some("shop"), Severity::Critical);
+    let mut group = criterion.benchmark_group("python team-router pre-triage");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    group.bench_function("warm instance", |bencher| {
+        bencher
+            .to_async(&runtime)
+            .iter(|| async { host.pre_triage("team-router", &incident).await.unwrap() })
+    });
+    group.finish();
+
+    // Ten plugins, all already in the precompiled cache (the first load above and this warm-up fill it).
+    let ten = [
+        ("plugins/kubernetes-mcp.wasm", "kubernetes-mcp.wasm"),
+        ("plugins/alertmanager.wasm", "alertmanager.wasm"),
+        ("plugins/noise-filter.wasm", "noise-filter.wasm"),
+        ("plugins/dedup.wasm", "dedup.wasm"),
+        ("plugins/redact-secrets.wasm", "redact-secrets.wasm"),
+        ("plugins/slack.wasm", "slack.wasm"),
+        ("plugins/team-router.wasm", "team-router.wasm"),
+        ("fixtures/hostile.wasm", "hostile.wasm"),
+        ("plugins/kubernetes-mcp.wasm", "kubernetes-mcp-2.wasm"),
+        ("plugins/noise-filter.wasm", "noise-filter-2.wasm"),
+    ];
+    let folder = support::folder(
+        &ten,
+        "[plugin.slack]\nallowed_hosts = [\"https://hooks.slack.com:443\"]\n[plugin.slack.config]\nwebhook_url = \"https://hooks.slack.com/x\"\n",
+    );
+    let (warm, refused) = runtime
+        .block_on(PluginHost::load(
+            folder.config.clone(),
+            Arc::new(MemoryKvStore::new()),
+        ))
+        .unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(warm.plugins().len(), 10);
+    drop(warm);
+    let mut group = criterion.benchmark_group("load");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    group.bench_function("10 plugins from the precompiled cache", |bencher| {
+        bencher.to_async(&runtime).iter(|| async {
+            let (host, refused) =
+                PluginHost::load(folder.config.clone(), Arc::new(MemoryKvStore::new()))
+                    .await
+                    .unwrap();
+            assert!(refused.is_empty());
+            host
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(plugin_benches, benches);
+criterion_main!(plugin_benches);

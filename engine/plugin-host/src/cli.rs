@@ -1,0 +1,212 @@
+//! Library side of `nightcrier plugins list|check|new`: plain functions taking config and returning data or text.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::config::PluginsConfig;
+use crate::kv::MemoryKvStore;
+use crate::runtime::{PluginHost, PluginSummary};
+use crate::types::Feed;
+
+/// Result of `plugins list`: loaded plugins and refused files.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginList {
+    /// Plugins that loaded, by id.
+    pub plugins: Vec<PluginSummary>,
+    /// Files that were refused, with the reason.
+    pub refused: Vec<RefusedPlugin>,
+}
+
+/// A refused plugin file.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedPlugin {
+    /// Why (the message names the file or plugin).
+    pub reason: String,
+}
+
+fn feed_text(feed: Option<&Feed>) -> String {
+    match feed {
+        Some(Feed::Mcp(feed)) => format!(
+            "mcp:{} {} logger={}",
+            feed.tool, feed.arguments, feed.logger
+        ),
+        Some(Feed::Webhook(feed)) => format!("webhook:{}", feed.path),
+        Some(Feed::Poll(feed)) => format!("poll:{} every {}s", feed.url, feed.interval_seconds),
+        None => "-".to_owned(),
+    }
+}
+
+impl PluginList {
+    /// A fixed-width table for terminals; refused files follow the table.
+    pub fn to_table(&self) -> String {
+        let header = [
+            "ID",
+            "NAME",
+            "VERSION",
+            "WORLD",
+            "WIT",
+            "REQUESTED",
+            "GRANTED",
+            "FEED",
+        ];
+        let rows: Vec<[String; 8]> = self
+            .plugins
+            .iter()
+            .map(|plugin| {
+                [
+                    plugin.id.clone(),
+                    plugin.name.clone(),
+                    plugin.version.clone(),
+                    plugin.world.to_string(),
+                    plugin.wit_version.clone(),
+                    plugin.requested.to_string(),
+                    plugin.granted.to_string(),
+                    feed_text(plugin.feed.as_ref()),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.len());
+            }
+        }
+        let line = |cells: &[String]| {
+            cells
+                .iter()
+                .zip(widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        };
+        let mut out = line(&header.map(str::to_owned));
+        out.push('\n');
+        for row in &rows {
+            out.push_str(&line(row));
+            out.push('\n');
+        }
+        for refused in &self.refused {
+            out.push_str(&format!("refused: {}\n", refused.reason));
+        }
+        out
+    }
+
+    /// Pretty JSON: `{"plugins": [...], "refused": [...]}`.
+    pub fn to_json(&self) -> anyhow::Result<String> {
+        serde_json::to_string_pretty(self).context("failed to encode the plugin list")
+    }
+}
+
+/// `nightcrier plugins list --plugins DIR`: load every plugin in `config.dir` with the operator's grants.
+pub async fn list_plugins(config: &PluginsConfig) -> anyhow::Result<PluginList> {
+    let (host, refused) = PluginHost::load(config.clone(), Arc::new(MemoryKvStore::new())).await?;
+    Ok(PluginList {
+        plugins: host.plugins(),
+        refused: refused
+            .iter()
+            .map(|error| RefusedPlugin {
+                reason: error.to_string(),
+            })
+            .collect(),
+    })
+}
+
+/// Why `plugins check` failed: every reason found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} failed the check: {}", path.display(), reasons.join("; "))]
+pub struct CheckFailure {
+    /// The file checked.
+    pub path: PathBuf,
+    /// Every problem found.
+    pub reasons: Vec<String>,
+}
+
+/// `nightcrier plugins check PATH`: load one file as the engine would (with the grants configured
+/// for its id, if any) and report every problem. An `Err` means a non-zero exit.
+pub async fn check_plugin(
+    path: &Path,
+    config: &PluginsConfig,
+) -> Result<PluginSummary, CheckFailure> {
+    let failure = |reasons: Vec<String>| CheckFailure {
+        path: path.to_owned(),
+        reasons,
+    };
+    if path.extension().is_none_or(|extension| extension != "wasm") {
+        return Err(failure(vec!["plugin files must end in .wasm".to_owned()]));
+    }
+    let (host, refused) = PluginHost::load_files(
+        config.clone(),
+        Arc::new(MemoryKvStore::new()),
+        &[path.to_owned()],
+    )
+    .await
+    .map_err(|error| failure(vec![format!("{error:#}")]))?;
+    let mut reasons: Vec<String> = refused.iter().map(ToString::to_string).collect();
+    let summary = host.plugins().into_iter().next();
+    if let Some(summary) = &summary {
+        if summary.name.trim().is_empty() {
+            reasons.push("describe returns an empty name".to_owned());
+        }
+        if summary.version.trim().is_empty() {
+            reasons.push("describe returns an empty version".to_owned());
+        }
+    } else if reasons.is_empty() {
+        reasons.push("the file was not loaded (is it disabled in the configuration?)".to_owned());
+    }
+    match summary {
+        Some(summary) if reasons.is_empty() => Ok(summary),
+        _ => Err(failure(reasons)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::World;
+    use crate::runtime::CapabilitySet;
+
+    #[test]
+    fn table_lists_plugins_and_refusals() {
+        let list = PluginList {
+            plugins: vec![PluginSummary {
+                id: "dedup".into(),
+                name: "dedup".into(),
+                version: "0.1.0".into(),
+                description: String::new(),
+                world: World::PreTriage,
+                wit_version: "0.1.0".into(),
+                path: "p/dedup.wasm".into(),
+                requested: CapabilitySet::default(),
+                granted: CapabilitySet {
+                    env_vars: vec!["TOKEN".into()],
+                    ..CapabilitySet::default()
+                },
+                feed: None,
+                reuses_instances: false,
+                deadline_ms: 100,
+                memory_mib: 64,
+            }],
+            refused: vec![RefusedPlugin {
+                reason: "x.wasm fits no plugin world".into(),
+            }],
+        };
+        let table = list.to_table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("ID"), "{table}");
+        assert!(
+            lines[1].starts_with("dedup")
+                && lines[1].contains("pre-triage")
+                && lines[1].contains("env:TOKEN"),
+            "{table}"
+        );
+        assert_eq!(lines[2], "refused: x.wasm fits no plugin world");
+        let json: serde_json::Value = serde_json::from_str(&list.to_json().unwrap()).unwrap();
+        assert_eq!(json["plugins"][0]["world"], "pre-triage");
+        assert_eq!(json["plugins"][0]["granted"]["env_vars"][0], "TOKEN");
+    }
+}

@@ -1,0 +1,180 @@
+//! Typed errors at the crate boundary: refusing a plugin file (`LoadError`) and a failed call (`CallError`).
+
+use std::path::PathBuf;
+
+/// Why a plugin file was refused at load. Every message names the file or the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file cannot be read.
+    #[error("cannot read plugin file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid WebAssembly component.
+    #[error("{} is not a valid WebAssembly component: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the compiler said.
+        reason: String,
+    },
+    /// The component exports no (or more than one) nightcrier world.
+    #[error("{} fits no plugin world: {reason}", path.display())]
+    NoWorld {
+        /// The file.
+        path: PathBuf,
+        /// Which exports were found.
+        reason: String,
+    },
+    /// The component was built against a WIT version this engine does not support.
+    #[error("{} was built for nightcrier:plugin@{found}, but this engine supports {supported}", path.display())]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version in the component's export names.
+        found: String,
+        /// The supported range.
+        supported: &'static str,
+    },
+    /// The component imports something the host does not provide, or its exports have the wrong shape.
+    #[error("{} cannot be linked: {reason}", path.display())]
+    Link {
+        /// The file.
+        path: PathBuf,
+        /// What wasmtime said.
+        reason: String,
+    },
+    /// The plugin asked for capabilities the operator did not grant; every missing grant is listed.
+    #[error(
+        "plugin {plugin} requests {} not granted by the operator under [plugins.plugin.{id}]",
+        describe_missing(missing)
+    )]
+    MissingGrant {
+        /// `name@version`.
+        plugin: String,
+        /// Plugin id (file name without `.wasm`).
+        id: String,
+        /// Each missing capability and the config key that grants it.
+        missing: Vec<MissingGrant>,
+    },
+    /// `describe` failed.
+    #[error("plugin {plugin} failed to describe itself: {source}")]
+    Describe {
+        /// The file name.
+        plugin: String,
+        /// The call error.
+        source: Box<CallError>,
+    },
+    /// The precompiled-artefact cache could not be used.
+    #[error("cannot use the plugin cache for {}: {reason}", path.display())]
+    Cache {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// A capability a plugin requested and the config key (`allowed_hosts`, `env`, `read_only_dirs`) that grants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingGrant {
+    /// E.g. `outbound host https://hooks.slack.com:443`.
+    pub capability: String,
+    /// The key under `[plugins.plugin.<id>]`.
+    pub grant: &'static str,
+}
+
+fn describe_missing(missing: &[MissingGrant]) -> String {
+    missing
+        .iter()
+        .map(|item| format!("{} (add it to `{}`)", item.capability, item.grant))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why a plugin call failed. `plugin` is `name@version`.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No loaded plugin has this id.
+    #[error("no plugin named {plugin} is loaded")]
+    NotFound {
+        /// The id asked for.
+        plugin: String,
+    },
+    /// The plugin exists but implements another world.
+    #[error("plugin {plugin} is a {actual} plugin, not {expected}")]
+    WrongWorld {
+        /// `name@version`.
+        plugin: String,
+        /// The world called.
+        expected: &'static str,
+        /// The world it has.
+        actual: &'static str,
+    },
+    /// The call ran past its deadline.
+    #[error("plugin {plugin} exceeded its deadline of {deadline_ms} ms")]
+    Timeout {
+        /// `name@version`.
+        plugin: String,
+        /// The deadline.
+        deadline_ms: u64,
+    },
+    /// The plugin tried to grow memory past its cap.
+    #[error("plugin {plugin} exceeded its memory cap of {limit_mib} MiB")]
+    MemoryLimit {
+        /// `name@version`.
+        plugin: String,
+        /// The cap.
+        limit_mib: usize,
+    },
+    /// The plugin returned more data than allowed.
+    #[error("plugin {plugin} returned about {size} bytes, over the cap of {limit} bytes")]
+    OutputTooLarge {
+        /// `name@version`.
+        plugin: String,
+        /// Approximate size returned.
+        size: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// The plugin trapped (panic, abort, unreachable, stack overflow...).
+    #[error("plugin {plugin} trapped: {reason}")]
+    Trap {
+        /// `name@version`.
+        plugin: String,
+        /// The trap and backtrace summary.
+        reason: String,
+    },
+    /// The instance could not be created.
+    #[error("plugin {plugin} could not be instantiated: {reason}")]
+    Instantiate {
+        /// `name@version`.
+        plugin: String,
+        /// What wasmtime said.
+        reason: String,
+    },
+    /// The plugin returned an error value.
+    #[error("plugin {plugin} failed: {message}")]
+    Plugin {
+        /// `name@version`.
+        plugin: String,
+        /// The plugin's message.
+        message: String,
+        /// Whether the plugin says retrying may help.
+        retryable: bool,
+    },
+}
+
+impl CallError {
+    /// Whether the host may retry the call later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CallError::Plugin { retryable, .. } => *retryable,
+            CallError::Timeout { .. } | CallError::Instantiate { .. } => true,
+            _ => false,
+        }
+    }
+}

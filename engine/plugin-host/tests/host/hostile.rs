@@ -1,0 +1,218 @@
+//! Hostile plugins: each attack is contained, reported as a typed error naming the plugin, and the host serves the next call.
+
+use std::time::Duration;
+
+use nightcrier_plugin_host::types::Severity;
+use nightcrier_plugin_host::{CallError, PluginHost};
+
+use crate::support::{agent_result, incident, load};
+
+/// Loads the hostile fixture as `attacker` (configured by `attacker_toml`), a benign copy, and redact-secrets.
+async fn arena(attacker_toml: &str) -> (PluginHost, crate::support::Folder) {
+    let config = format!(
+        "[plugin.attacker]\n{attacker_toml}\n[plugin.benign]\ndeadline_ms = 1000\n[plugin.benign.config]\nattack = \"none\"\n"
+    );
+    let (host, refused, folder, _kv) = load(
+        &[
+            ("fixtures/hostile.wasm", "attacker.wasm"),
+            ("fixtures/hostile.wasm", "benign.wasm"),
+            ("plugins/redact-secrets.wasm", "redact-secrets.wasm"),
+        ],
+        &config,
+    )
+    .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    (host, folder)
+}
+
+async fn attack(host: &PluginHost) -> Result<nightcrier_plugin_host::types::Outcome, CallError> {
+    host.post_triage(
+        "attacker",
+        &incident(Some("shop"), Severity::Critical),
+        &agent_result("report"),
+    )
+    .await
+}
+
+/// After an attack the same host still runs other plugins, and the attacker's own next call is handled too.
+async fn still_serves(host: &PluginHost) {
+    let incident = incident(Some("shop"), Severity::Critical);
+    let outcome = host
+        .post_triage("benign", &incident, &agent_result("report"))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.fields,
+        vec![("behaved".to_owned(), "yes".to_owned())]
+    );
+    let outcome = host
+        .post_triage("redact-secrets", &incident, &agent_result("password: x"))
+        .await
+        .unwrap();
+    assert!(outcome.report_markdown.is_some());
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_within_twice_its_deadline() {
+    let (host, _folder) =
+        arena("deadline_ms = 200\n[plugin.attacker.config]\nattack = \"loop\"").await;
+    for _ in 0..2 {
+        let started = tokio::time::Instant::now();
+        let error = attack(&host).await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(
+                error,
+                CallError::Timeout {
+                    deadline_ms: 200,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("hostile@0.1.0"), "{error}");
+        assert!(
+            elapsed < Duration::from_millis(400),
+            "stopped after {elapsed:?}"
+        );
+        still_serves(&host).await;
+    }
+}
+
+#[tokio::test]
+async fn a_memory_bomb_is_refused_at_the_cap() {
+    let (host, _folder) =
+        arena("memory_mib = 16\n[plugin.attacker.config]\nattack = \"memory\"").await;
+    let error = attack(&host).await.unwrap_err();
+    assert!(
+        matches!(error, CallError::MemoryLimit { limit_mib: 16, .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("hostile@0.1.0 exceeded its memory cap of 16 MiB"),
+        "{error}"
+    );
+    still_serves(&host).await;
+}
+
+#[tokio::test]
+async fn a_panic_becomes_a_trap_error() {
+    let (host, _folder) = arena("[plugin.attacker.config]\nattack = \"trap\"").await;
+    let error = attack(&host).await.unwrap_err();
+    assert!(matches!(error, CallError::Trap { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("plugin hostile@0.1.0 trapped"),
+        "{error}"
+    );
+    still_serves(&host).await;
+}
+
+#[tokio::test]
+async fn oversized_output_is_refused() {
+    let (host, _folder) =
+        arena("max_output_kib = 1024\n[plugin.attacker.config]\nattack = \"oversized\"").await;
+    let error = attack(&host).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CallError::OutputTooLarge {
+                limit: 1_048_576,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    still_serves(&host).await;
+}
+
+#[tokio::test]
+async fn files_are_denied_unless_a_read_only_dir_is_granted() {
+    let (host, _folder) =
+        arena("[plugin.attacker.config]\nattack = \"file\"\ntarget = \"/etc/hostname\"").await;
+    let error = attack(&host).await.unwrap_err();
+    assert!(
+        matches!(&error, CallError::Plugin { message, .. } if message.starts_with("denied")),
+        "{error}"
+    );
+    still_serves(&host).await;
+
+    let granted = tempfile::tempdir().unwrap();
+    std::fs::write(granted.path().join("notes.txt"), "visible").unwrap();
+    let dir = granted.path().display().to_string();
+    let toml = format!(
+        "read_only_dirs = [{dir:?}]\n[plugin.attacker.config]\nattack = \"file\"\ntarget = {:?}",
+        format!("{dir}/notes.txt")
+    );
+    let (host, _folder) = arena(&toml).await;
+    let outcome = attack(&host).await.unwrap();
+    assert_eq!(
+        outcome.fields,
+        vec![("leaked".to_owned(), "visible".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn env_vars_are_denied_unless_granted_by_name() {
+    let (host, _folder) =
+        arena("[plugin.attacker.config]\nattack = \"env\"\ntarget = \"PATH\"").await;
+    let error = attack(&host).await.unwrap_err();
+    assert!(
+        matches!(&error, CallError::Plugin { message, .. } if message.starts_with("denied")),
+        "{error}"
+    );
+    still_serves(&host).await;
+
+    let (host, _folder) =
+        arena("env = [\"PATH\"]\n[plugin.attacker.config]\nattack = \"env\"\ntarget = \"PATH\"")
+            .await;
+    let outcome = attack(&host).await.unwrap();
+    assert_eq!(
+        outcome.fields,
+        vec![("leaked".to_owned(), std::env::var("PATH").unwrap())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_http_to_a_non_granted_host_is_denied_before_connecting() {
+    let server = crate::slack::Listener::start(200).await;
+    let toml = format!(
+        "allowed_hosts = [\"http://127.0.0.1:1\"]\n[plugin.attacker.config]\nattack = \"http\"\ntarget = \"{}\"",
+        server.url("/steal")
+    );
+    let (host, _folder) = arena(&toml).await;
+    let error = attack(&host).await.unwrap_err();
+    assert!(
+        matches!(&error, CallError::Plugin { message, .. } if message.starts_with("denied") && message.contains("HttpRequestDenied")),
+        "{error}"
+    );
+    assert_eq!(server.requests().len(), 0, "the host must not connect");
+    still_serves(&host).await;
+}
+
+#[tokio::test]
+async fn failure_policy_decides_whether_the_chain_continues() {
+    let files = [
+        ("fixtures/hostile.wasm", "attacker.wasm"),
+        ("plugins/redact-secrets.wasm", "redact-secrets.wasm"),
+    ];
+    let attacker = "[plugin.attacker]\norder = -1\n[plugin.attacker.config]\nattack = \"trap\"\n";
+    let incident = incident(Some("shop"), Severity::Critical);
+    let result = agent_result("token: abc123");
+
+    let (host, refused, _folder, _kv) = load(&files, attacker).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let verdict = host.run_post_triage(&incident, &result).await.unwrap();
+    assert_eq!(verdict.failures.len(), 1);
+    assert_eq!(verdict.failures[0].0, "attacker");
+    assert_eq!(verdict.report_markdown, "token: [REDACTED]");
+
+    let closed = format!("[stages.post_triage]\nfailure_policy = \"fail-closed\"\n{attacker}");
+    let (host, refused, _folder, _kv) = load(&files, &closed).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let error = host.run_post_triage(&incident, &result).await.unwrap_err();
+    assert!(matches!(error, CallError::Trap { .. }), "{error}");
+}

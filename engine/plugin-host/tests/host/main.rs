@@ -1,0 +1,8 @@
+//! Integration tests of the plugin host against the real plugins built by `plugins/build.sh`.
+
+mod cli;
+mod hostile;
+mod loading;
+mod slack;
+mod support;
+mod worlds;
