@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::config::ClusterSettings;
 use crate::queue::{Incident, Investigate, JobOutcome, Lease};
 use crate::store::{NewExecution, NewReport, Store};
+use nightcrier_plugin_host::PluginHost;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -181,15 +182,23 @@ pub struct AgentInvestigator {
     runner: DockerRunner,
     store: Store,
     settings: Arc<InvestigatorSettings>,
+    plugins: Option<PluginHost>,
 }
 
 impl AgentInvestigator {
-    /// An investigator over `runner`, recording into `store`.
-    pub fn new(runner: DockerRunner, store: Store, settings: InvestigatorSettings) -> Self {
+    /// An investigator over `runner`, recording into `store`, running post-triage plugins of
+    /// `plugins` on each result.
+    pub fn new(
+        runner: DockerRunner,
+        store: Store,
+        settings: InvestigatorSettings,
+        plugins: Option<PluginHost>,
+    ) -> Self {
         Self {
             runner,
             store,
             settings: Arc::new(settings),
+            plugins,
         }
     }
 
@@ -268,9 +277,43 @@ impl AgentInvestigator {
             .join(incident.id.to_string())
             .join("output")
             .join("investigation.md");
-        let Ok(markdown) = tokio::fs::read_to_string(&path).await else {
+        let raw = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+        let mut markdown = raw.clone();
+        let mut structured = None;
+        if let Some(host) = &self.plugins
+            && let Ok(Some(event)) = self
+                .store
+                .fault_event(&incident.fault_event_id.to_string())
+                .await
+        {
+            let result = nightcrier_plugin_host::types::AgentResult {
+                exit_code: outcome
+                    .exit_code
+                    .map(|code| i32::try_from(code).unwrap_or(i32::MIN))
+                    .unwrap_or(-1),
+                duration_ms: u64::try_from(
+                    (outcome.completed_at - outcome.started_at).num_milliseconds(),
+                )
+                .unwrap_or_default(),
+                failure_reason: outcome.failure.as_ref().map(ToString::to_string),
+                report_markdown: raw,
+                artifact_names: vec!["investigation.md".into()],
+            };
+            if let Some(verdict) =
+                crate::plugin::post_triage(host, &self.store, incident, &event, result).await
+            {
+                markdown = verdict.report_markdown;
+                let fields: serde_json::Map<String, serde_json::Value> = verdict
+                    .fields
+                    .into_iter()
+                    .map(|(plugin, key, value)| (format!("{plugin}.{key}"), value.into()))
+                    .collect();
+                structured = Some(serde_json::Value::Object(fields));
+            }
+        }
+        if markdown.is_empty() {
             return;
-        };
+        }
         let execution_id = self
             .store
             .agent_executions(incident.id)
@@ -292,7 +335,7 @@ impl AgentInvestigator {
             execution_id,
             markdown,
             html: None,
-            structured: None,
+            structured,
             summary,
             artifact_uri: Some(path.display().to_string()),
             storage_type: "filesystem".into(),

@@ -43,7 +43,17 @@ pub enum Command {
     /// Run the service: pre-triage, agent workers and lease sweeping, until SIGINT/SIGTERM.
     /// Applies pending migrations first (unless `database.auto_migrate = false`) and re-attaches
     /// to agent containers a previous run left behind.
-    Serve,
+    Serve {
+        /// Folder of plugin components (`*.wasm`); overrides `plugins.dir` of the config.
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+    },
+    /// Inspect, check and create plugins.
+    Plugins {
+        /// What to do.
+        #[command(subcommand)]
+        action: PluginsAction,
+    },
     /// Print an incident's agent log; with --follow, keep printing until the run ends.
     Tail {
         /// The incident id.
@@ -74,6 +84,10 @@ pub enum Command {
         /// Cluster name to record, overriding the payload's.
         #[arg(long)]
         cluster: Option<String>,
+        /// Folder of plugin components; when `--source` names a loaded source plugin, input is
+        /// decoded by that plugin instead of read as kubernetes-mcp-server fault JSON.
+        #[arg(long)]
+        plugins: Option<PathBuf>,
         /// Files to read.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -92,6 +106,39 @@ pub enum Command {
         /// What to measure.
         #[command(subcommand)]
         target: BenchTarget,
+    },
+}
+
+/// `nightcrier plugins …`
+#[derive(Debug, Subcommand)]
+pub enum PluginsAction {
+    /// List the plugins of a folder: name, world, version, WIT version, capabilities.
+    List {
+        /// The folder [default: `plugins.dir` of the config].
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load one component as the engine would and report every problem (non-zero exit if any).
+    Check {
+        /// The `.wasm` file.
+        path: PathBuf,
+    },
+    /// Create a plugin project that builds as generated and passes `plugins check`.
+    New {
+        /// Plugin name: lower-case letters, digits and dashes.
+        name: String,
+        /// `source`, `pre-triage` or `post-triage`.
+        #[arg(long)]
+        kind: nightcrier_plugin_host::World,
+        /// `rust` or `python`.
+        #[arg(long, default_value = "rust")]
+        lang: nightcrier_plugin_host::PluginLang,
+        /// Folder in which the project folder is created.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -177,13 +224,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let default = PathBuf::from("nightcrier.toml");
         default.is_file().then_some(default)
     });
-    let settings = crate::config::load(config_path.as_deref(), cli.database_url.as_deref())?;
+    let mut settings = crate::config::load(config_path.as_deref(), cli.database_url.as_deref())?;
     let store_config = settings.store.clone();
     match cli.command {
-        Command::Serve => {
+        Command::Serve { plugins } => {
+            settings.plugins = plugins_config(settings.plugins.take(), plugins);
             crate::server::run(settings, crate::server::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugins { action } => plugins(action, settings.plugins.take()).await,
         Command::Tail { id, follow } => {
             let mut out = tokio::io::stdout();
             nightcrier_agent::tail(
@@ -205,10 +254,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest {
             source,
             cluster,
+            plugins,
             files,
         } => {
             let queue = open_queue(&store_config).await?;
-            ingest(&queue, &source, cluster.as_deref(), &files).await
+            let host = match plugins_config(settings.plugins.take(), plugins) {
+                Some(config) => Some(crate::plugin::load(config, queue.store()).await?),
+                None => None,
+            };
+            let decoder = host.as_ref().filter(|host| {
+                host.plugin(&source)
+                    .is_some_and(|p| p.world == nightcrier_plugin_host::World::Source)
+            });
+            ingest(&queue, &source, cluster.as_deref(), decoder, &files).await
         }
         Command::Rejected { limit, json } => {
             let queue = open_queue(&store_config).await?;
@@ -237,6 +295,88 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The config's `[plugins]`, with `--plugins DIR` as the folder when given.
+fn plugins_config(
+    configured: Option<nightcrier_plugin_host::PluginsConfig>,
+    dir: Option<PathBuf>,
+) -> Option<nightcrier_plugin_host::PluginsConfig> {
+    match (configured, dir) {
+        (Some(mut config), Some(dir)) => {
+            config.dir = dir;
+            Some(config)
+        }
+        (None, Some(dir)) => Some(nightcrier_plugin_host::PluginsConfig::new(dir)),
+        (configured, None) => configured,
+    }
+}
+
+async fn plugins(
+    action: PluginsAction,
+    configured: Option<nightcrier_plugin_host::PluginsConfig>,
+) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match action {
+        PluginsAction::List { plugins, json } => {
+            let config = plugins_config(configured, plugins)
+                .context("no plugin folder: pass --plugins DIR or set plugins.dir in the config")?;
+            let list = nightcrier_plugin_host::list_plugins(&config).await?;
+            if json {
+                writeln!(out, "{}", list.to_json()?)?;
+            } else {
+                write!(out, "{}", list.to_table())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsAction::Check { path } => {
+            let config = configured.unwrap_or_else(|| {
+                nightcrier_plugin_host::PluginsConfig::new(
+                    path.parent().map(PathBuf::from).unwrap_or_default(),
+                )
+            });
+            match nightcrier_plugin_host::check_plugin(&path, &config).await {
+                Ok(summary) => {
+                    writeln!(
+                        out,
+                        "ok: {} ({:?}, WIT {})",
+                        summary.label(),
+                        summary.world,
+                        summary.wit_version
+                    )?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(failure) => {
+                    for reason in &failure.reasons {
+                        eprintln!("{}: {reason}", failure.path.display());
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        PluginsAction::New {
+            name,
+            kind,
+            lang,
+            dir,
+        } => {
+            let created =
+                nightcrier_plugin_host::new_plugin(&nightcrier_plugin_host::NewPluginOptions {
+                    name,
+                    kind,
+                    lang,
+                    parent_dir: dir,
+                })?;
+            writeln!(out, "created {}", created.dir.display())?;
+            writeln!(out, "build it with: {}", created.build_command)?;
+            writeln!(
+                out,
+                "then check it: nightcrier plugins check {}",
+                created.output.display()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -315,12 +455,14 @@ async fn incidents(queue: &Queue, action: IncidentsAction) -> anyhow::Result<Exi
                 .await?;
             let executions = store.agent_executions(id).await?;
             let plugin_runs = store.plugin_runs(id).await?;
+            let reports = store.reports(id).await?;
             if json {
                 let doc = serde_json::json!({
                     "incident": incident,
                     "faultEvent": event,
                     "agentExecutions": executions,
                     "pluginRuns": plugin_runs,
+                    "reports": reports,
                 });
                 serde_json::to_writer_pretty(&mut out, &doc)?;
                 writeln!(out)?;
@@ -349,9 +491,10 @@ async fn incidents(queue: &Queue, action: IncidentsAction) -> anyhow::Result<Exi
                 }
                 writeln!(
                     out,
-                    "\n{} agent execution(s), {} plugin run(s)",
+                    "\n{} agent execution(s), {} plugin run(s), {} report(s)",
                     executions.len(),
-                    plugin_runs.len()
+                    plugin_runs.len(),
+                    reports.len()
                 )?;
                 for run in plugin_runs {
                     writeln!(
@@ -405,6 +548,7 @@ async fn ingest(
     queue: &Queue,
     source: &str,
     cluster: Option<&str>,
+    decoder: Option<&nightcrier_plugin_host::PluginHost>,
     files: &[PathBuf],
 ) -> anyhow::Result<ExitCode> {
     let mut accepted = Vec::new();
@@ -421,13 +565,26 @@ async fn ingest(
                 .await
                 .with_context(|| format!("failed to read {}", file.display()))?
         };
-        for (raw, parsed) in crate::event::split_payloads(&bytes) {
+        let items = match decoder {
+            // one message per item for a plugin too, so one bad item does not sink the rest
+            Some(_) => crate::event::split_payloads(&bytes)
+                .into_iter()
+                .map(|(raw, _)| (raw, Ok(serde_json::Value::Null)))
+                .collect(),
+            None => crate::event::split_payloads(&bytes),
+        };
+        for (raw, parsed) in items {
             let received_at = Utc::now();
-            let result = parsed.and_then(|payload| {
-                crate::event::parse_fault(source, cluster, &payload, received_at)
-            });
+            let result = match decoder {
+                Some(host) => crate::plugin::decode(host, source, cluster, &raw).await,
+                None => parsed
+                    .and_then(|payload| {
+                        crate::event::parse_fault(source, cluster, &payload, received_at)
+                    })
+                    .map(|event| vec![event]),
+            };
             match result {
-                Ok(event) => accepted.push(event),
+                Ok(events) => accepted.extend(events),
                 Err(reason) => {
                     let id = queue
                         .store()

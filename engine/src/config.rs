@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nightcrier_agent::{AgentProfile, AgentProfileConfig, BreakerConfig, RunnerConfig};
+use nightcrier_plugin_host::PluginsConfig;
 use serde::Deserialize;
 
 use crate::queue::WorkerConfig;
@@ -32,6 +33,8 @@ pub struct RawConfig {
     /// `[[clusters]]`
     #[serde(default)]
     pub clusters: Vec<RawCluster>,
+    /// `[plugins]`: the plugin folder, stage policies and per-plugin grants.
+    pub plugins: Option<PluginsConfig>,
 }
 
 /// `[database]`
@@ -138,6 +141,8 @@ pub struct Settings {
     pub system_prompt: String,
     /// Per-cluster settings by name.
     pub clusters: BTreeMap<String, ClusterSettings>,
+    /// Plugins, when a folder is configured.
+    pub plugins: Option<PluginsConfig>,
 }
 
 /// Per-cluster settings.
@@ -292,6 +297,7 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         default_profile,
         system_prompt,
         clusters,
+        plugins: raw.plugins,
     })
 }
 

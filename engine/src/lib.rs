@@ -7,6 +7,7 @@
 //! - [`config`]: the TOML config file → validated `Settings`.
 //! - [`server`]: `nightcrier serve`: pre-triage, workers, sweeper, container recovery, drain.
 //! - [`triage`]: the pre-triage stage (`PreTriage`, `Decision`).
+//! - [`plugin`]: engine ↔ WebAssembly plugin host glue (key-value store, pre/post-triage, decode).
 //! - [`agent`]: queue ↔ Docker agent runtime glue (`AgentInvestigator`, DB recorders).
 //! - [`cli`]: the `nightcrier` command line.
 //! - [`bench`]: `nightcrier bench store`, the store and queue benchmark.
@@ -19,6 +20,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod plugin;
 pub mod queue;
 pub mod server;
 pub mod store;

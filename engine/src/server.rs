@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::Utc;
 use nightcrier_agent::DockerRunner;
+use nightcrier_plugin_host::PluginHost;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -17,21 +18,13 @@ use crate::agent::{
     log_breaker_event,
 };
 use crate::config::Settings;
+use crate::plugin::PluginPreTriage;
 use crate::queue::{JobStatus, Lease, ListFilter, Queue, run_workers};
 use crate::store::Store;
-use crate::triage::{PassThrough, PreTriage};
+use crate::triage::PreTriage;
 
 /// Runs the service until `shutdown` completes.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    run_with(settings, PassThrough, shutdown).await
-}
-
-/// Like [`run`], with a given pre-triage stage.
-pub async fn run_with<P: PreTriage>(
-    settings: Settings,
-    pre_triage: P,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
     let store = Store::connect(&settings.store).await?;
     if settings.auto_migrate {
         store
@@ -41,6 +34,26 @@ pub async fn run_with<P: PreTriage>(
     } else {
         store.ensure_migrated().await?;
     }
+    let plugins = match settings.plugins.clone() {
+        Some(config) => Some(crate::plugin::load(config, &store).await?),
+        None => None,
+    };
+    if let Some(host) = &plugins {
+        for source in host.chain(nightcrier_plugin_host::World::Source) {
+            tracing::warn!(plugin = %source, "source plugin loaded, but serve has no network transport for it yet; feed its input with `nightcrier ingest --source`");
+        }
+    }
+    let pre_triage = PluginPreTriage::new(plugins.clone(), store.clone());
+    serve(settings, store, plugins, pre_triage, shutdown).await
+}
+
+async fn serve<P: PreTriage>(
+    settings: Settings,
+    store: Store,
+    plugins: Option<PluginHost>,
+    pre_triage: P,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let queue = Queue::new(store.clone());
     let runner = DockerRunner::connect(
         settings.runner.clone(),
@@ -65,6 +78,7 @@ pub async fn run_with<P: PreTriage>(
             clusters: settings.clusters.clone(),
             workspace_root: settings.runner.workspace_root.clone(),
         },
+        plugins,
     );
     tasks.spawn(crate::triage::run(
         queue.clone(),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::support::backends;
+use crate::support::{backends, built_plugins};
 
 /// The test agent: a good report for CrashLoop faults, a too-small one otherwise; `slow` in the
 /// context makes it take a few seconds first.
@@ -20,6 +20,7 @@ if grep -q '"faultType": "CrashLoop"' /home/agent/incident.json; then
     echo "# Investigation"
     echo
     echo "The checkout pod crash-loops because its config map is missing; restoring it fixes the rollout."
+    echo "The pod spec shows password: hunter2 in plain text."
   } > "$out"
   echo "report written"
 else
@@ -33,6 +34,10 @@ fn bin() -> &'static str {
 }
 
 fn write_config(dir: &Path, url: &str, instance: &str) -> std::path::PathBuf {
+    write_config_with(dir, url, instance, "")
+}
+
+fn write_config_with(dir: &Path, url: &str, instance: &str, extra: &str) -> std::path::PathBuf {
     let image = nightcrier_agent::test_support::busybox_image("nightcrier-e2e-agent", AGENT);
     let path = dir.join("nightcrier.toml");
     std::fs::write(
@@ -61,6 +66,7 @@ timeout_secs = 60
 stop_grace_secs = 1
 memory = "64m"
 pids_limit = 64
+{extra}
 "#,
             root = dir.join("workspaces").display()
         ),
@@ -330,4 +336,119 @@ async fn a_killed_nightcrier_reattaches_after_restart_and_completes() {
         containers_of(&instance).is_empty(),
         "containers left behind"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_pre_and_post_triage_plugins() {
+    let plugins = built_plugins();
+    for db in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("plugins");
+        std::fs::create_dir_all(&folder).unwrap();
+        for name in ["kubernetes-mcp", "noise-filter", "dedup", "redact-secrets"] {
+            std::fs::copy(
+                plugins.join(format!("{name}.wasm")),
+                folder.join(format!("{name}.wasm")),
+            )
+            .unwrap();
+        }
+        let instance = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        let extra = format!(
+            r#"
+[plugins]
+dir = "{}"
+[plugins.plugin.noise-filter.config]
+min_severity = "critical"
+[plugins.plugin.dedup.config]
+window_seconds = 600
+"#,
+            folder.display()
+        );
+        let config = write_config_with(dir.path(), &db.url, &instance, &extra);
+        assert!(cli(&config, &["migrate"]).status.success());
+        // decoded by the kubernetes-mcp plugin; the same CrashLoop twice, and a warning
+        let ingest = cli(
+            &config,
+            &[
+                "ingest",
+                "--source",
+                "kubernetes-mcp",
+                &example("crashloop.json"),
+                &example("crashloop.json"),
+                &example("node-unhealthy.json"),
+            ],
+        );
+        assert!(
+            ingest.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ingest.stderr)
+        );
+
+        let mut server = Server::start(&config);
+        server
+            .wait_for(
+                "every incident decided and finished",
+                Duration::from_secs(120),
+                || {
+                    let all = incidents(&config);
+                    all.len() == 3
+                        && all.iter().all(|i| {
+                            ["resolved", "skipped", "agent_failed", "failed"]
+                                .contains(&i["status"].as_str().unwrap())
+                        })
+                },
+            )
+            .await;
+        server.stop();
+        let all = incidents(&config);
+        let mut statuses: Vec<(String, String)> = all
+            .iter()
+            .map(|i| {
+                (
+                    i["status"].as_str().unwrap().to_owned(),
+                    i["skip_reason"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        statuses.sort();
+        assert_eq!(statuses[0].0, "resolved", "{}: {statuses:?}", db.backend);
+        assert_eq!(statuses[1].0, "skipped");
+        assert_eq!(statuses[2].0, "skipped");
+        assert!(
+            statuses
+                .iter()
+                .any(|(_, reason)| reason.starts_with("dedup")),
+            "{statuses:?}"
+        );
+        assert!(
+            statuses
+                .iter()
+                .any(|(_, reason)| reason.starts_with("noise-filter")),
+            "{statuses:?}"
+        );
+
+        let resolved = all.iter().find(|i| i["status"] == "resolved").unwrap();
+        let id = resolved["id"].as_str().unwrap();
+        let show: serde_json::Value =
+            serde_json::from_slice(&cli(&config, &["incidents", "show", id, "--json"]).stdout)
+                .unwrap();
+        let report = show["reports"][0]["report_markdown"].as_str().unwrap();
+        assert!(report.contains("config map is missing"), "{report}");
+        assert!(
+            !report.contains("hunter2"),
+            "{}: the stored report is redacted: {report}",
+            db.backend
+        );
+        let stages: Vec<&str> = show["pluginRuns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["stage"].as_str().unwrap())
+            .collect();
+        assert!(
+            stages.contains(&"pre_triage") && stages.contains(&"post_triage"),
+            "{stages:?}"
+        );
+        assert!(containers_of(&instance).is_empty());
+    }
 }

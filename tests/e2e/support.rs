@@ -112,3 +112,24 @@ pub(crate) async fn queue_all_pending(queue: &Queue) {
         }
     }
 }
+
+/// The example plugins, built once per test process by `plugins/build.sh` (which fails loudly
+/// when its toolchain is missing).
+pub(crate) fn built_plugins() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+            let output = std::process::Command::new("bash")
+                .arg(root.join("build.sh"))
+                .output()
+                .expect("bash must be installed");
+            assert!(
+                output.status.success(),
+                "plugins/build.sh failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            root.join("target/plugins")
+        })
+        .clone()
+}
