@@ -23,5 +23,13 @@ cargo fmt --manifest-path plugins/Cargo.toml --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # the plugins' own unit tests run natively; the plugins themselves are built by build.sh above
 (cd plugins && env -u CARGO_TARGET_DIR cargo clippy --target x86_64-unknown-linux-gnu --all-targets -- -D warnings)
-(cd plugins && env -u CARGO_TARGET_DIR cargo test --target x86_64-unknown-linux-gnu)
-cargo test --workspace --no-fail-fast
+
+log=$(mktemp)
+status=0
+(cd plugins && env -u CARGO_TARGET_DIR cargo test --target x86_64-unknown-linux-gnu --tests) 2>&1 | tee -a "$log" || status=1
+cargo test --workspace --no-fail-fast --tests 2>&1 | tee -a "$log" || status=1
+# one closing line for the whole run
+totals=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } } END { printf "%d passed, %d failed", p, f }' "$log")
+rm -f "$log"
+echo "tests: $totals"
+exit "$status"

@@ -258,8 +258,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             files,
         } => {
             let queue = open_queue(&store_config).await?;
+            // only the named source plugin is loaded: the others play no part in decoding
             let host = match plugins_config(settings.plugins.take(), plugins) {
-                Some(config) => Some(crate::plugin::load(config, queue.store()).await?),
+                Some(config) => {
+                    let file = config.dir.join(format!("{source}.wasm"));
+                    if file.is_file() {
+                        Some(crate::plugin::load_files(config, queue.store(), &[file]).await?)
+                    } else {
+                        None
+                    }
+                }
                 None => None,
             };
             let decoder = host.as_ref().filter(|host| {

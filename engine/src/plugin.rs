@@ -82,7 +82,25 @@ impl KvStore for DbKv {
 /// others.
 pub async fn load(config: PluginsConfig, store: &Store) -> anyhow::Result<PluginHost> {
     let dir = config.dir.clone();
-    let (host, refused) = PluginHost::load(config, Arc::new(DbKv::new(store.clone()))).await?;
+    let loaded = PluginHost::load(config, Arc::new(DbKv::new(store.clone()))).await?;
+    report(loaded, &dir)
+}
+
+/// Loads exactly `files` with the grants of `config`.
+pub async fn load_files(
+    config: PluginsConfig,
+    store: &Store,
+    files: &[std::path::PathBuf],
+) -> anyhow::Result<PluginHost> {
+    let dir = config.dir.clone();
+    let loaded = PluginHost::load_files(config, Arc::new(DbKv::new(store.clone())), files).await?;
+    report(loaded, &dir)
+}
+
+fn report(
+    (host, refused): (PluginHost, Vec<nightcrier_plugin_host::LoadError>),
+    dir: &std::path::Path,
+) -> anyhow::Result<PluginHost> {
     for error in &refused {
         tracing::error!(error = %error, "plugin refused");
     }
