@@ -129,14 +129,19 @@ pub(crate) struct Transition {
 }
 
 impl Transition {
-    /// `'a', 'b'` for an SQL `IN (…)` list; the values are fixed identifiers, never input.
-    pub(crate) fn sql_in_list(&self) -> String {
+    /// The SQL condition "`column` is one of the accepted statuses": `= 'a'` for one (so that
+    /// partial indexes on `status = 'a'` apply), `IN ('a', 'b')` for several. The values are
+    /// fixed identifiers, never input.
+    pub(crate) fn accepts(&self, column: &str) -> String {
         let quoted: Vec<String> = self
             .from
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
             .collect();
-        quoted.join(", ")
+        match quoted.as_slice() {
+            [one] => format!("{column} = {one}"),
+            many => format!("{column} IN ({})", many.join(", ")),
+        }
     }
 }
 

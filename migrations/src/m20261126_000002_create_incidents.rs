@@ -11,6 +11,8 @@ impl MigrationTrait for Migration {
         // Invariant: 1 fault event = 1 incident (`fault_event_id` is UNIQUE).
         // Invariant: at most one `investigating` incident per cluster (partial unique index), so
         // it holds across processes and replicas, not only inside one.
+        // The queue's hot indexes are partial: they hold only the rows a claim or a pre-triage
+        // scan can take, so the bulk of finished incidents never costs them a write.
         // An investigating incident always has a lease, and only pending (pre-triage) and
         // investigating incidents may hold one.
         crate::sql(
@@ -45,11 +47,14 @@ impl MigrationTrait for Migration {
             );
             CREATE UNIQUE INDEX uq_incidents_one_investigating_per_cluster
                 ON incidents (cluster) WHERE status = 'investigating';
-            CREATE INDEX idx_incidents_claim ON incidents (status, priority DESC, queued_at, id);
-            CREATE INDEX idx_incidents_cluster ON incidents (cluster);
-            CREATE INDEX idx_incidents_created_at ON incidents (created_at);
-            CREATE INDEX idx_incidents_pending ON incidents (status, created_at, id);
+            CREATE INDEX idx_incidents_claim ON incidents (priority DESC, queued_at, id)
+                WHERE status = 'queued';
+            CREATE INDEX idx_incidents_pending ON incidents (created_at, id)
+                WHERE status = 'pending';
             CREATE INDEX idx_incidents_lease ON incidents (lease_expires_at)
+                WHERE lease_expires_at IS NOT NULL;
+            CREATE INDEX idx_incidents_cluster ON incidents (cluster, created_at);
+            CREATE INDEX idx_incidents_created_at ON incidents (created_at)
             "#,
         )
         .await

@@ -266,9 +266,9 @@ pub(super) async fn mark_queued(
         "UPDATE incidents SET status = '{to}', queued_at = $3, updated_at = $3, \
            lease_owner = NULL, lease_expires_at = NULL, labels = $4, annotations = $5, \
            priority = $6, agent_profile = $7 \
-         WHERE id = $1 AND lease_owner = $2 AND status IN ({from})",
+         WHERE id = $1 AND lease_owner = $2 AND {from}",
         to = MARK_QUEUED.to,
-        from = MARK_QUEUED.sql_in_list()
+        from = MARK_QUEUED.accepts("status")
     );
     let values = vec![
         uuid_value(incident_id),
@@ -295,9 +295,9 @@ pub(super) async fn mark_skipped(
     let sql = format!(
         "UPDATE incidents SET status = '{to}', skip_reason = $3, completed_at = $4, \
            updated_at = $4, lease_owner = NULL, lease_expires_at = NULL \
-         WHERE id = $1 AND lease_owner = $2 AND status IN ({from})",
+         WHERE id = $1 AND lease_owner = $2 AND {from}",
         to = MARK_SKIPPED.to,
-        from = MARK_SKIPPED.sql_in_list()
+        from = MARK_SKIPPED.accepts("status")
     );
     let values = vec![
         uuid_value(incident_id),
@@ -345,17 +345,18 @@ pub(super) async fn claim(
            started_at = $3, updated_at = $3, attempts = attempts + 1 \
          WHERE id = ( \
            SELECT i.id FROM incidents i \
-           WHERE i.status IN ({from}) \
+           WHERE {candidate} \
              AND (i.run_after IS NULL OR i.run_after <= $3) \
              AND NOT EXISTS ( \
                SELECT 1 FROM incidents busy \
                WHERE busy.cluster = i.cluster AND busy.status = 'investigating') \
            ORDER BY i.priority DESC, i.queued_at, i.id \
            LIMIT 1 {lock}) \
-         AND status IN ({from}) \
+         AND {from} \
          RETURNING *",
         to = CLAIM.to,
-        from = CLAIM.sql_in_list()
+        candidate = CLAIM.accepts("i.status"),
+        from = CLAIM.accepts("status")
     );
     for _ in 0..CLAIM_RACE_RETRIES {
         let values = vec![owner.into(), lease_until.into(), now.into()];
@@ -505,9 +506,9 @@ pub(super) async fn retry(
         "UPDATE incidents SET status = '{to}', queued_at = $2, updated_at = $2, attempts = 0, \
            run_after = NULL, started_at = NULL, completed_at = NULL, skip_reason = NULL, \
            failure_reason = NULL, exit_code = NULL \
-         WHERE id = $1 AND status IN ({from})",
+         WHERE id = $1 AND {from}",
         to = RETRY.to,
-        from = RETRY.sql_in_list()
+        from = RETRY.accepts("status")
     );
     let values = vec![uuid_value(incident_id), now.into()];
     Ok(db
