@@ -1,7 +1,7 @@
 //! Benchmark: create+start+wait+remove of a no-op container through bollard versus
 //! `docker run --rm` of the same image, interleaved in one run; prints medians and the ratio.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target-agent cargo bench -p nightcrier-agent --bench container_lifecycle`
+//! Run: `cargo bench -p nightcrier-agent --bench container_lifecycle`
 //! (`NIGHTCRIER_BENCH_ITERATIONS` overrides the default 30 iterations).
 
 #[allow(dead_code, unreachable_pub)]

@@ -1,7 +1,7 @@
 //! Plugin-host benchmarks: kubernetes-mcp decode (warm and fresh pooled instance, and native Rust), the Python
 //! example's per-call time, and loading 10 plugins from the precompiled cache.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target-plugin cargo bench -p nightcrier-plugin-host --bench plugins`
+//! Run: `cargo bench -p nightcrier-plugin-host --bench plugins`
 
 use std::sync::Arc;
 use std::time::Duration;
