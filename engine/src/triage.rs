@@ -1,6 +1,7 @@
 //! The pre-triage stage: leases pending incidents and lets a [`PreTriage`] decide whether each
-//! is queued (possibly patched), skipped or deferred. Plugin chains implement [`PreTriage`];
-//! [`PassThrough`] queues everything (the core rule: 1 fault event = 1 incident, no policy).
+//! is queued (possibly patched), skipped or deferred. `plugin::PluginPreTriage` implements
+//! [`PreTriage`]; without plugins it queues everything (the core rule: 1 fault event = 1
+//! incident, no policy).
 
 use std::future::Future;
 use std::time::Duration;
@@ -25,16 +26,6 @@ pub enum Decision {
 pub trait PreTriage: Send + Sync + 'static {
     /// The decision for `incident`.
     fn decide(&self, incident: &Incident) -> impl Future<Output = Decision> + Send;
-}
-
-/// Queues every incident unchanged.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PassThrough;
-
-impl PreTriage for PassThrough {
-    async fn decide(&self, _incident: &Incident) -> Decision {
-        Decision::Proceed(QueuePatch::default())
-    }
 }
 
 /// How long a pre-triage lease on a pending incident lasts.
