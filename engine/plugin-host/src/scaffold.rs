@@ -200,7 +200,7 @@ crate-type = ["cdylib"]
 wit-bindgen = { version = "=0.63.0", default-features = false, features = ["macros", "realloc", "std"] }
 
 [profile.release]
-opt-level = "s"
+opt-level = 3
 lto = true
 strip = true
 codegen-units = 1

@@ -111,6 +111,33 @@ async fn a_panic_becomes_a_trap_error() {
     still_serves(&host).await;
 }
 
+/// A fresh pooled instance per call starts from the module's initial memory: nothing a previous
+/// call wrote (initialised data, zeroed data, heap) is visible, however the pool resets slots.
+#[tokio::test]
+async fn a_fresh_instance_sees_nothing_an_earlier_call_left() {
+    let (host, _folder) = arena("[plugin.attacker.config]\nattack = \"snoop\"").await;
+    let incident = incident(Some("shop"), Severity::Critical);
+    for secret in [
+        "first report: token=abc",
+        "second report: token=def",
+        "third",
+    ] {
+        let outcome = host
+            .post_triage("attacker", &incident, &agent_result(secret))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.fields,
+            vec![
+                ("calls".to_owned(), "8".to_owned()),
+                ("previous".to_owned(), String::new()),
+            ],
+            "state leaked into a fresh instance"
+        );
+    }
+    still_serves(&host).await;
+}
+
 #[tokio::test]
 async fn oversized_output_is_refused() {
     let (host, _folder) =
