@@ -80,6 +80,7 @@ fn sample_event(n: usize, clusters: usize) -> NewFaultEvent {
         timestamp: Some("2025-12-20T14:07:31Z".into()),
         payload,
         received_at: Utc::now(),
+        labels: [("mcp.subscription-id".to_owned(), "sub-3f2a9c1e".to_owned())].into(),
     }
 }
 

@@ -213,13 +213,6 @@ impl clap::ValueEnum for JobStatus {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Bench {
-        target: BenchTarget::Store(args),
-    } = &cli.command
-    {
-        crate::bench::store(args, cli.database_url.as_deref()).await?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let config_path = cli.config.clone().or_else(|| {
         let default = PathBuf::from("nightcrier.toml");
         default.is_file().then_some(default)
@@ -302,7 +295,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { .. } => Ok(ExitCode::SUCCESS),
+        Command::Bench {
+            target: BenchTarget::Store(args),
+        } => {
+            crate::bench::store(&args, cli.database_url.as_deref()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

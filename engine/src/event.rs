@@ -4,6 +4,8 @@
 //! in faults mode (camelCase keys, unknown keys ignored). Anything else gets a reason that goes
 //! to the dead letter table with the bytes as received.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -71,6 +73,7 @@ pub fn parse_fault(
         timestamp: wire.timestamp.filter(|t| !t.is_empty()),
         payload: payload.clone(),
         received_at,
+        labels: BTreeMap::new(),
     })
 }
 

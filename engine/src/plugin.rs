@@ -150,7 +150,7 @@ pub fn wit_incident(incident: &Incident, event: &fault_events::Model) -> types::
             severity: severity(&event.severity),
             context: event.context.clone(),
             timestamp: event.timestamp.clone().unwrap_or_default(),
-            labels: Vec::new(),
+            labels: pairs(&crate::queue::string_map(&event.labels).unwrap_or_default()),
         },
         labels: pairs(&incident.labels),
         annotations: pairs(
@@ -414,6 +414,7 @@ pub async fn decode(
                 timestamp: Some(event.timestamp.clone()).filter(|t| !t.is_empty()),
                 payload: payload.clone(),
                 received_at,
+                labels: event.labels.iter().cloned().collect(),
             })
         })
         .collect()

@@ -191,6 +191,8 @@ pub struct NewFaultEvent {
     pub payload: serde_json::Value,
     /// When nightcrier received it.
     pub received_at: DateTime<Utc>,
+    /// Labels the source decoded with it; they also seed the incident's labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Ids of a stored event and its incident.
@@ -288,7 +290,7 @@ impl TryFrom<incidents::Model> for Incident {
     }
 }
 
-fn string_map(value: &serde_json::Value) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn string_map(value: &serde_json::Value) -> Result<BTreeMap<String, String>, String> {
     // SQLite hands JSON back as a string holding the document.
     let parsed;
     let value = match value {

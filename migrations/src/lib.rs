@@ -16,6 +16,7 @@ mod m20261126_000005_create_plugin_runs;
 mod m20261126_000006_create_rejected_events;
 mod m20261126_000007_create_plugin_kv;
 mod m20261126_000008_create_circuit_breakers;
+mod m20261127_000009_add_fault_event_labels;
 
 /// The ordered list of nightcrier migrations.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000006_create_rejected_events::Migration),
             Box::new(m20261126_000007_create_plugin_kv::Migration),
             Box::new(m20261126_000008_create_circuit_breakers::Migration),
+            Box::new(m20261127_000009_add_fault_event_labels::Migration),
         ]
     }
 

@@ -20,6 +20,12 @@ async fn an_event_goes_from_pending_to_resolved() {
         let incident = queue.get(ids.incident_id).await.unwrap();
         assert_eq!(incident.status, JobStatus::Pending);
         assert_eq!(incident.fault_event_id, ids.event_id);
+        assert_eq!(
+            incident.labels,
+            BTreeMap::from([("tier".into(), "gold".into())]),
+            "{}: the event's labels seed the incident's",
+            db.backend
+        );
         let stored = queue
             .store()
             .fault_event(&ids.event_id.to_string())
@@ -28,6 +34,11 @@ async fn an_event_goes_from_pending_to_resolved() {
             .unwrap();
         assert_eq!(stored.fault_id.as_deref(), Some("a817ebcffcb2cf13"));
         assert_eq!(stored.resource_name.as_deref(), Some("checkout-1"));
+        let stored_labels = match &stored.labels {
+            serde_json::Value::String(text) => serde_json::from_str(text).unwrap(),
+            other => other.clone(),
+        };
+        assert_eq!(stored_labels, serde_json::json!({"tier": "gold"}));
 
         let now = Utc::now();
         let taken = queue.take_pending("pre", 10, LEASE, now).await.unwrap();
@@ -65,8 +76,12 @@ async fn an_event_goes_from_pending_to_resolved() {
         assert_eq!(claimed.status, JobStatus::Investigating);
         assert_eq!(claimed.priority, 5);
         assert_eq!(
-            claimed.labels.get("team").map(String::as_str),
-            Some("payments")
+            claimed.labels,
+            BTreeMap::from([
+                ("team".into(), "payments".into()),
+                ("tier".into(), "gold".into())
+            ]),
+            "a patch adds to the event's labels"
         );
         assert_eq!(claimed.agent_profile.as_deref(), Some("codex"));
         assert_eq!(lease.attempt, 1);

@@ -432,6 +432,11 @@ window_seconds = 600
         let show: serde_json::Value =
             serde_json::from_slice(&cli(&config, &["incidents", "show", id, "--json"]).stdout)
                 .unwrap();
+        assert_eq!(
+            show["incident"]["labels"]["mcp.subscription-id"], "sub-3f2a9c1e",
+            "{}: labels the source plugin decoded reach the incident: {show}",
+            db.backend
+        );
         let report = show["reports"][0]["report_markdown"].as_str().unwrap();
         assert!(report.contains("config map is missing"), "{report}");
         assert!(

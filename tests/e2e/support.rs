@@ -90,6 +90,7 @@ pub(crate) fn event(cluster: &str, n: usize) -> NewFaultEvent {
         timestamp: Some("2025-12-20T14:07:31Z".into()),
         payload: serde_json::json!({"faultType": "CrashLoop", "n": n}),
         received_at: Utc::now(),
+        labels: [("tier".to_owned(), "gold".to_owned())].into(),
     }
 }
 

@@ -439,10 +439,8 @@ impl PluginHost {
                     tracing::info!(plugin = %plugin.label, world = %plugin.summary.world, "plugin loaded");
                     host.plugins.insert(id, Arc::new(plugin));
                 }
-                Err(error) => {
-                    tracing::warn!(file = %path.display(), error = %error, "plugin refused");
-                    refused.push(error);
-                }
+                // returned to the caller, which reports it (the engine logs it, the CLI prints it)
+                Err(error) => refused.push(error),
             }
         }
         for id in host.config.plugin.keys() {

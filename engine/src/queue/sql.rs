@@ -77,8 +77,11 @@ pub(super) const ALL_TRANSITIONS: [Transition; 11] = [
     RETRY,
 ];
 
-/// Rows per multi-row INSERT: 16 parameters a row stays under SQLite's 32,766 limit.
+/// Rows per multi-row INSERT: 17 parameters a row stays under SQLite's 32,766 limit.
 const INGEST_CHUNK: usize = 1000;
+
+/// Bound columns per `fault_events` row in [`ingest`].
+const EVENT_COLUMNS: usize = 17;
 
 /// How often a Postgres claim that lost a same-cluster race tries again before reporting
 /// "nothing claimable right now".
@@ -126,19 +129,19 @@ pub(super) async fn ingest(
             "INSERT INTO fault_events (id, fault_id, subscription_id, source, cluster, \
              received_at, resource_api_version, resource_kind, resource_name, \
              resource_namespace, resource_uid, fault_type, severity, context, timestamp, \
-             payload) VALUES ",
+             payload, labels) VALUES ",
         );
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 16);
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * EVENT_COLUMNS);
         for (row, (event, id)) in chunk.iter().zip(chunk_ids).enumerate() {
             if row > 0 {
                 sql.push_str(", ");
             }
             sql.push('(');
-            for column in 1..=16 {
+            for column in 1..=EVENT_COLUMNS {
                 if column > 1 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&placeholder(backend, row * 16 + column));
+                sql.push_str(&placeholder(backend, row * EVENT_COLUMNS + column));
             }
             sql.push(')');
             let resource = event.resource.as_ref();
@@ -159,6 +162,7 @@ pub(super) async fn ingest(
                 event.context.clone().into(),
                 event.timestamp.clone().into(),
                 event.payload.clone().into(),
+                json_map(&event.labels),
             ]);
         }
         txn.execute_raw(stmt(&txn, &sql, values)).await?;
@@ -167,26 +171,28 @@ pub(super) async fn ingest(
             "INSERT INTO incidents (id, fault_event_id, cluster, status, priority, labels, \
              annotations, created_at, updated_at, attempts) VALUES ",
         );
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
         for (row, (event, id)) in chunk.iter().zip(chunk_ids).enumerate() {
             if row > 0 {
                 sql.push_str(", ");
             }
-            let p = |column: usize| placeholder(backend, row * 5 + column);
+            let p = |column: usize| placeholder(backend, row * 6 + column);
             sql.push_str(&format!(
-                "({}, {}, {}, '{}', 0, '{{}}', '{{}}', {}, {}, 0)",
+                "({}, {}, {}, '{}', 0, {}, '{{}}', {}, {}, 0)",
                 p(1),
                 p(2),
                 p(3),
                 INGEST.to,
                 p(4),
-                p(5)
+                p(5),
+                p(6)
             ));
             let received_at = super::db_time(event.received_at);
             values.extend([
                 uuid_value(id.incident_id),
                 uuid_value(id.event_id),
                 event.cluster.clone().into(),
+                json_map(&event.labels),
                 received_at.into(),
                 received_at.into(),
             ]);

@@ -23,6 +23,7 @@ pub struct Model {
     pub context: String,
     pub timestamp: Option<String>,
     pub payload: Json,
+    pub labels: Json,
 }
 
 #[allow(missing_docs)]
