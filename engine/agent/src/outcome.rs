@@ -33,6 +33,13 @@ pub enum FailureReason {
     },
     /// The container disappeared while nightcrier was not watching (seen during recovery).
     ContainerLost,
+    /// The agent wrote more than its cap under `output/`; it was killed and `output/` emptied.
+    OutputTooLarge {
+        /// Bytes found when the cap was noticed.
+        size: u64,
+        /// The profile's cap.
+        limit: u64,
+    },
 }
 
 impl std::fmt::Display for FailureReason {
@@ -56,6 +63,10 @@ impl std::fmt::Display for FailureReason {
                 "investigation.md too small: {size} bytes (expected >= {min})"
             ),
             Self::ContainerLost => formatter.write_str("agent container disappeared"),
+            Self::OutputTooLarge { size, limit } => write!(
+                formatter,
+                "agent wrote {size} bytes under output/, over the cap of {limit} bytes; it was stopped and output/ emptied"
+            ),
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct AgentProfileConfig {
     pub log_cap: Option<String>,
     /// Minimum size of `output/investigation.md` (default 100).
     pub min_report_bytes: Option<u64>,
+    /// Most bytes the agent may write under `output/`, e.g. `100m` (default 100m). Checked twice a
+    /// second; past it the agent is killed, the run fails and `output/` is emptied.
+    pub output_cap: Option<String>,
 }
 
 /// A secret environment variable: `name` in the container, read from `from_env` in nightcrier's
@@ -222,6 +225,8 @@ pub struct AgentProfile {
     pub log_cap_bytes: u64,
     /// Minimum report size.
     pub min_report_bytes: u64,
+    /// Cap on what the agent may write under `output/`, in bytes.
+    pub output_cap_bytes: u64,
 }
 
 /// A profile that cannot be built; names the profile and the offending key.
@@ -397,6 +402,17 @@ impl AgentProfileConfig {
             .map_err(|reason| invalid("scratch_size", reason))?;
         let log_cap_bytes = parse_size(self.log_cap.as_deref().unwrap_or("10m"))
             .map_err(|reason| invalid("log_cap", reason))?;
+        let min_report_bytes = self.min_report_bytes.unwrap_or(100);
+        let output_cap_bytes = parse_size(self.output_cap.as_deref().unwrap_or("100m"))
+            .map_err(|reason| invalid("output_cap", reason))?;
+        if output_cap_bytes < min_report_bytes.max(4096) {
+            return Err(invalid(
+                "output_cap",
+                format!(
+                    "{output_cap_bytes} bytes leaves no room for a report of at least {min_report_bytes} bytes (minimum 4k)"
+                ),
+            ));
+        }
 
         Ok(AgentProfile {
             name: name.to_owned(),
@@ -422,7 +438,8 @@ impl AgentProfileConfig {
             scratch,
             scratch_bytes,
             log_cap_bytes,
-            min_report_bytes: self.min_report_bytes.unwrap_or(100),
+            min_report_bytes,
+            output_cap_bytes,
         })
     }
 }
@@ -581,6 +598,7 @@ mod tests {
             assert_eq!(profile.timeout, Duration::from_secs(300));
             assert_eq!(profile.limits.memory_bytes, 2 << 30);
             assert_eq!(profile.min_report_bytes, 100);
+            assert_eq!(profile.output_cap_bytes, 100 << 20);
         }
         let claude = AgentProfile::built_in("claude").unwrap();
         assert_eq!(claude.model, "sonnet");
@@ -621,6 +639,8 @@ mod tests {
                 "`env`",
             ),
             (r#"{"cli": "claude", "timeout_secs": 0}"#, "`timeout_secs`"),
+            (r#"{"cli": "claude", "output_cap": "lots"}"#, "`output_cap`"),
+            (r#"{"cli": "claude", "output_cap": "1k"}"#, "`output_cap`"),
         ];
         for (text, key) in cases {
             let error = AgentProfileConfig::from_json("mine", text)

@@ -2,7 +2,7 @@
 //! start, stream logs, wait with timeout, stop, kill, always remove) and restart recovery.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,6 +41,14 @@ const LABEL_TIMEOUT: &str = "nightcrier.timeout-secs";
 const LABEL_GRACE: &str = "nightcrier.stop-grace-secs";
 const LABEL_MIN_REPORT: &str = "nightcrier.min-report-bytes";
 const LABEL_LOG_CAP: &str = "nightcrier.log-cap-bytes";
+const LABEL_OUTPUT_CAP: &str = "nightcrier.output-cap-bytes";
+
+/// How often the size of `output/` is checked against the profile's cap.
+const OUTPUT_CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// Each file or directory under `output/` counts at least this much, so a flood of empty files
+/// hits the cap too (and a check walks at most cap / 4 KiB entries).
+const OUTPUT_MIN_ENTRY_BYTES: u64 = 4096;
 
 /// How long the log pump may keep draining after the container stopped.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
@@ -160,6 +168,7 @@ struct Supervision {
     stop_grace: Duration,
     min_report_bytes: u64,
     log_cap_bytes: u64,
+    output_cap_bytes: u64,
     output: OutputStream,
     recovered: bool,
 }
@@ -431,6 +440,10 @@ impl DockerRunner {
                 profile.min_report_bytes.to_string(),
             ),
             (LABEL_LOG_CAP.to_owned(), profile.log_cap_bytes.to_string()),
+            (
+                LABEL_OUTPUT_CAP.to_owned(),
+                profile.output_cap_bytes.to_string(),
+            ),
         ]);
         let tmpfs = profile
             .scratch
@@ -552,6 +565,7 @@ impl DockerRunner {
                 stop_grace: profile.stop_grace,
                 min_report_bytes: profile.min_report_bytes,
                 log_cap_bytes: profile.log_cap_bytes,
+                output_cap_bytes: profile.output_cap_bytes,
                 output: attached.output,
                 recovered: false,
             },
@@ -579,14 +593,25 @@ impl DockerRunner {
         );
         tokio::pin!(pump);
         let mut pumped = None;
+        let mut overflow = None;
         let waited = {
             let waiting =
                 wait_with_timeout(&docker, &id, supervision.timeout, supervision.stop_grace);
             tokio::pin!(waiting);
+            let over_cap = output_over_cap(
+                supervision.workspace.output_dir(),
+                supervision.output_cap_bytes,
+            );
+            tokio::pin!(over_cap);
             loop {
                 tokio::select! {
                     waited = &mut waiting => break waited,
                     result = &mut pump, if pumped.is_none() => pumped = Some(result),
+                    size = &mut over_cap, if overflow.is_none() => {
+                        tracing::warn!(incident_id = %incident_id, cluster = %cluster, container = %id, size, limit = supervision.output_cap_bytes, "agent output over its cap; killing the agent");
+                        overflow = Some(size);
+                        stop(&docker, &id, Duration::ZERO).await;
+                    }
                 }
             }
         };
@@ -618,8 +643,22 @@ impl DockerRunner {
             Ok(Waited::Gone) => (None, Some(FailureReason::ContainerLost)),
             Err(error) => (None, Some(FailureReason::Harness(error.to_string()))),
         };
+        let harness_failure = match overflow {
+            Some(size) => Some(FailureReason::OutputTooLarge {
+                size,
+                limit: supervision.output_cap_bytes,
+            }),
+            None => harness_failure,
+        };
         if let Err(error) = guard.remove().await {
             tracing::error!(incident_id = %incident_id, cluster = %cluster, container = %id, error = %error, "failed to remove agent container");
+        }
+        if overflow.is_some() {
+            let output = supervision.workspace.output_dir();
+            let emptied = tokio::task::spawn_blocking(move || empty_dir(&output)).await;
+            if !matches!(emptied, Ok(Ok(()))) {
+                tracing::error!(incident_id = %incident_id, cluster = %cluster, "could not empty the oversized output/ folder");
+            }
         }
         let failure = outcome::judge(
             harness_failure,
@@ -860,6 +899,7 @@ impl DockerRunner {
             stop_grace: Duration::from_secs(label_number(labels, LABEL_GRACE).unwrap_or(10)),
             min_report_bytes: label_number(labels, LABEL_MIN_REPORT).unwrap_or(100),
             log_cap_bytes: label_number(labels, LABEL_LOG_CAP).unwrap_or(10 << 20),
+            output_cap_bytes: label_number(labels, LABEL_OUTPUT_CAP).unwrap_or(100 << 20),
             output: self
                 .inner
                 .docker
@@ -945,6 +985,66 @@ async fn wait_exit(docker: &Docker, id: &str) -> Result<Waited, bollard::errors:
         Some(Err(error)) => Err(error),
         None => Ok(Waited::Gone),
     }
+}
+
+/// Resolves, with the size found, once what lies under `dir` exceeds `cap` bytes.
+async fn output_over_cap(dir: PathBuf, cap: u64) -> u64 {
+    let mut ticker = tokio::time::interval(OUTPUT_CHECK_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let walked = dir.clone();
+        let size = tokio::task::spawn_blocking(move || disk_usage(&walked, cap))
+            .await
+            .unwrap_or(0);
+        if size > cap {
+            return size;
+        }
+    }
+}
+
+/// Bytes under `dir`: per entry the larger of its length and its allocated blocks, at least
+/// [`OUTPUT_MIN_ENTRY_BYTES`]. Symlinks are not followed. Stops counting once past `cap`.
+fn disk_usage(dir: &Path, cap: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            // `DirEntry::metadata` does not follow symlinks
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            if metadata.is_dir() {
+                pending.push(entry.path());
+            }
+            let bytes = metadata
+                .len()
+                .max(metadata.blocks().saturating_mul(512))
+                .max(OUTPUT_MIN_ENTRY_BYTES);
+            total = total.saturating_add(bytes);
+            if total > cap {
+                return total;
+            }
+        }
+    }
+    total
+}
+
+/// Removes everything inside `dir`, keeping `dir` itself (its mode and owner are the contract).
+fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// SIGTERM, the grace period, then SIGKILL (Docker's stop does both); an explicit kill covers a

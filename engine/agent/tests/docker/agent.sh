@@ -71,6 +71,21 @@ env)
   fi
   echo "env has $(env | wc -l) variables"
   ;;
+fill)
+  report
+  i=0
+  while [ $i -lt 400 ]; do yes "filling the host disk" | head -c 1048576 > /home/agent/output/chunk-$i; i=$((i+1)); done
+  echo "wrote 400 MiB"
+  while true; do sleep 1; done
+  ;;
+files)
+  report
+  mkdir /home/agent/output/many
+  i=0
+  while [ $i -lt 100000 ]; do : > /home/agent/output/many/f$i; i=$((i+1)); done
+  echo "made 100000 files"
+  while true; do sleep 1; done
+  ;;
 gated)
   echo "waiting for the go file"
   while [ ! -e /home/agent/output/go ]; do sleep 0.1; done

@@ -170,6 +170,45 @@ async fn a_too_small_report_fails_validation() {
     test.assert_no_containers().await;
 }
 
+/// An agent that fills `output/` (with bytes, or with empty files) is killed soon after it
+/// passes the cap, fails with a typed reason, and leaves an empty `output/` behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_filling_its_output_folder_is_killed_at_the_cap() {
+    let test = TestRunner::new().await;
+    for variant in ["fill", "files"] {
+        let request = request(profile(variant, 60, r#", "output_cap": "8m""#));
+        let began = tokio::time::Instant::now();
+        let outcome = test.runner.run(request).await.unwrap();
+        let took = began.elapsed();
+        let Some(FailureReason::OutputTooLarge { size, limit }) = outcome.failure.clone() else {
+            panic!("{variant}: {:?}", outcome.failure);
+        };
+        assert_eq!(limit, 8 << 20, "{variant}");
+        assert!(size > limit, "{variant}: {size}");
+        assert_eq!(outcome.status, IncidentStatus::AgentFailed);
+        assert!(took < Duration::from_secs(30), "{variant}: took {took:?}");
+        let output = outcome
+            .log_paths
+            .stdout
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .join("output");
+        let left: Vec<_> = std::fs::read_dir(&output).unwrap().collect();
+        assert!(left.is_empty(), "{variant}: output/ still holds {left:?}");
+        assert!(
+            outcome
+                .failure
+                .unwrap()
+                .to_string()
+                .contains("over the cap of 8388608 bytes"),
+            "{variant}"
+        );
+    }
+    test.assert_no_containers().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_agent_is_stopped_killed_and_removed_at_its_timeout() {
     let test = TestRunner::new().await;
