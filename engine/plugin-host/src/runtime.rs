@@ -789,6 +789,7 @@ impl Inner {
         let run = async {
             let mut instance = match warm {
                 Some(mut instance) => {
+                    instance.store.data_mut().budget = Default::default();
                     instance.store.data_mut().deadline = stop_at;
                     instance.store.data_mut().limiter.memory_denied = false;
                     instance.store.set_epoch_deadline(1);
@@ -827,6 +828,10 @@ impl Inner {
             Ok(Err(error)) => return Err(error),
             Ok(Ok(pair)) => pair,
         };
+        let dropped = instance.store.data().budget.logs_dropped;
+        if dropped > 0 {
+            tracing::warn!(plugin = %label, dropped, "plugin log lines over the per-call budget were dropped");
+        }
         match result {
             Ok(value) => {
                 let size = value.output_size();

@@ -171,6 +171,31 @@ impl WasiHttpHooks for OutboundPolicy {
     }
 }
 
+/// Host log lines a plugin may emit per call; the rest are dropped and counted.
+pub const LOG_LINES_PER_CALL: u32 = 100;
+/// Characters kept of one log message; of one field key; of one field value.
+const LOG_MESSAGE_CHARS: usize = 4096;
+const LOG_KEY_CHARS: usize = 64;
+const LOG_VALUE_CHARS: usize = 1024;
+/// Fields kept per log line.
+const LOG_FIELDS: usize = 32;
+/// Key-value operations a plugin may make per call.
+pub const KV_OPS_PER_CALL: u32 = 256;
+/// Value bytes a plugin may write to its key-value store per call.
+pub const KV_WRITE_BYTES_PER_CALL: usize = 1 << 20;
+/// Host resources (streams, pollables, HTTP fields and requests…) one instance may hold at once.
+pub const MAX_RESOURCES: usize = 10_000;
+
+/// What one call has spent of its per-call budgets (reset before every call).
+#[derive(Debug, Default)]
+pub(crate) struct CallBudget {
+    log_lines: u32,
+    /// Log lines dropped over [`LOG_LINES_PER_CALL`]; reported once after the call.
+    pub(crate) logs_dropped: u32,
+    kv_ops: u32,
+    kv_written: usize,
+}
+
 /// Everything a store holds for one plugin instance.
 pub(crate) struct PluginState {
     wasi: WasiCtx,
@@ -186,6 +211,7 @@ pub(crate) struct PluginState {
     /// `name@version`, for logs.
     label: Arc<str>,
     config_json: Arc<str>,
+    pub(crate) budget: CallBudget,
 }
 
 /// What a store needs from the loaded plugin; shared by all its stores.
@@ -254,7 +280,11 @@ impl StateSeed {
                 allowed: self.allowed_hosts.clone(),
                 plugin: self.label.clone(),
             },
-            table: ResourceTable::new(),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_RESOURCES);
+                table
+            },
             limiter: CallLimiter {
                 memory_bytes: self.memory_bytes,
                 memory_denied: false,
@@ -264,6 +294,7 @@ impl StateSeed {
             id: self.id.clone(),
             label: self.label.clone(),
             config_json: self.config_json.clone(),
+            budget: CallBudget::default(),
         })
     }
 }
@@ -296,6 +327,20 @@ fn kv_error(error: KvStoreError) -> host::KvError {
     }
 }
 
+/// At most `max_chars` of `text`, with control characters (newlines, ANSI escapes) escaped so a
+/// plugin cannot forge log lines or drive the operator's terminal.
+fn printable(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars));
+    for c in text.chars().take(max_chars) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn check_key(key: &str) -> Result<(), host::KvError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(host::KvError::Invalid(format!(
@@ -312,11 +357,22 @@ impl host::Host for PluginState {
         message: String,
         fields: Vec<(String, String)>,
     ) -> WasmResult<()> {
-        let message: String = message.chars().take(4096).collect();
+        if self.budget.log_lines >= LOG_LINES_PER_CALL {
+            self.budget.logs_dropped = self.budget.logs_dropped.saturating_add(1);
+            return Ok(());
+        }
+        self.budget.log_lines += 1;
+        let message = printable(&message, LOG_MESSAGE_CHARS);
         let fields = fields
             .iter()
-            .take(32)
-            .map(|(key, value)| format!("{key}={value}"))
+            .take(LOG_FIELDS)
+            .map(|(key, value)| {
+                format!(
+                    "{}={:?}",
+                    printable(key, LOG_KEY_CHARS),
+                    value.chars().take(LOG_VALUE_CHARS).collect::<String>()
+                )
+            })
             .collect::<Vec<_>>()
             .join(" ");
         let plugin = &*self.label;
@@ -342,7 +398,7 @@ impl host::Host for PluginState {
     }
 
     async fn kv_get(&mut self, key: String) -> WasmResult<Result<Option<Vec<u8>>, host::KvError>> {
-        if let Err(error) = check_key(&key) {
+        if let Err(error) = check_key(&key).and_then(|()| self.spend_kv(0)) {
             return Ok(Err(error));
         }
         Ok(self.kv.get(&self.id, &key).await.map_err(kv_error))
@@ -362,6 +418,9 @@ impl host::Host for PluginState {
                 "values must be at most {MAX_VALUE_BYTES} bytes"
             ))));
         }
+        if let Err(error) = self.spend_kv(value.len()) {
+            return Ok(Err(error));
+        }
         let ttl = ttl_seconds.map(|seconds| Duration::from_secs(u64::from(seconds)));
         Ok(self
             .kv
@@ -371,7 +430,7 @@ impl host::Host for PluginState {
     }
 
     async fn kv_delete(&mut self, key: String) -> WasmResult<Result<(), host::KvError>> {
-        if let Err(error) = check_key(&key) {
+        if let Err(error) = check_key(&key).and_then(|()| self.spend_kv(0)) {
             return Ok(Err(error));
         }
         Ok(self.kv.delete(&self.id, &key).await.map_err(kv_error))
@@ -379,6 +438,23 @@ impl host::Host for PluginState {
 }
 
 impl PluginState {
+    /// Counts one key-value operation writing `written` value bytes against the call's budget.
+    fn spend_kv(&mut self, written: usize) -> Result<(), host::KvError> {
+        if self.budget.kv_ops >= KV_OPS_PER_CALL {
+            return Err(host::KvError::Invalid(format!(
+                "over the budget of {KV_OPS_PER_CALL} key-value operations per call"
+            )));
+        }
+        if self.budget.kv_written.saturating_add(written) > KV_WRITE_BYTES_PER_CALL {
+            return Err(host::KvError::Invalid(format!(
+                "over the budget of {KV_WRITE_BYTES_PER_CALL} value bytes written per call"
+            )));
+        }
+        self.budget.kv_ops += 1;
+        self.budget.kv_written += written;
+        Ok(())
+    }
+
     pub(crate) fn set_label(&mut self, label: Arc<str>) {
         self.label = label.clone();
         self.hooks.plugin = label;
@@ -388,6 +464,15 @@ impl PluginState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_text_cannot_forge_lines_or_escape_sequences() {
+        assert_eq!(
+            printable("ok\n2026 ERROR forged\u{1b}[31m", 100),
+            "ok\\n2026 ERROR forged\\u{1b}[31m"
+        );
+        assert_eq!(printable("héllo wörld", 5), "héllo");
+    }
 
     #[test]
     fn host_patterns_match_scheme_host_and_port() {

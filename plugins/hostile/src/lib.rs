@@ -1,4 +1,4 @@
-//! Test fixture: a post-triage plugin that attacks the host as its config's `attack` says (loop, memory, trap, oversized, file, env, http), or snoops on what an earlier call left in memory (snoop).
+//! Test fixture: a post-triage plugin that attacks the host as its config's `attack` says (loop, memory, trap, oversized, file, env, http), snoops on what an earlier call left in memory (snoop), or floods host logs, the key-value store or host handles (logflood, kvflood, handles).
 
 use std::hint::black_box;
 use std::sync::Mutex;
@@ -87,6 +87,44 @@ impl PostTriage for Hostile {
                         ("previous".to_owned(), previous),
                     ],
                 })
+            }
+            "logflood" => {
+                for n in 0..10_000 {
+                    nightcrier_plugin_sdk::log::warn(&format!(
+                        "flood {n}\n2026-01-01T00:00:00Z ERROR nightcrier: forged line\u{1b}[2J"
+                    ));
+                }
+                Ok(outcome("logged", "10000".to_owned()))
+            }
+            "kvflood" => {
+                let mut stored = 0;
+                let mut refusal = String::new();
+                for n in 0..1_000 {
+                    match nightcrier_plugin_sdk::kv::set(&format!("flood-{n}"), b"x", None) {
+                        Ok(()) => stored += 1,
+                        Err(error) => {
+                            refusal = format!("{error:?}");
+                            break;
+                        }
+                    }
+                }
+                Ok(Outcome {
+                    report_markdown: None,
+                    fields: vec![
+                        ("stored".to_owned(), stored.to_string()),
+                        ("refusal".to_owned(), refusal),
+                    ],
+                })
+            }
+            "handles" => {
+                // host resources that are never dropped
+                let count: u64 = config.target.parse().unwrap_or(10_000_000);
+                for _ in 0..count {
+                    std::mem::forget(black_box(
+                        nightcrier_plugin_sdk::generated::post_triage::wasi::http::types::Fields::new(),
+                    ));
+                }
+                Ok(outcome("leaked", format!("{count} handles")))
             }
             _ => Ok(outcome("behaved", "yes".to_owned())),
         }

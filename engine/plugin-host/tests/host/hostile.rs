@@ -138,6 +138,103 @@ async fn a_fresh_instance_sees_nothing_an_earlier_call_left() {
     still_serves(&host).await;
 }
 
+/// Captures what the host logs on this thread (tests run on a current-thread runtime).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_log_flood_is_cut_to_the_per_call_budget_and_cannot_forge_lines() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (host, _folder) =
+        arena("deadline_ms = 5000\n[plugin.attacker.config]\nattack = \"logflood\"").await;
+    for _ in 0..2 {
+        let outcome = attack(&host).await.unwrap();
+        assert_eq!(
+            outcome.fields,
+            vec![("logged".to_owned(), "10000".to_owned())]
+        );
+    }
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let floods = text.lines().filter(|line| line.contains("flood ")).count();
+    assert_eq!(
+        floods,
+        2 * nightcrier_plugin_host::LOG_LINES_PER_CALL as usize,
+        "the budget is per call"
+    );
+    let summaries: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("over the per-call budget were dropped"))
+        .collect();
+    assert_eq!(summaries.len(), 2, "{summaries:?}");
+    assert!(summaries[0].contains("dropped=9900"), "{}", summaries[0]);
+    assert!(
+        !text
+            .lines()
+            .any(|line| line.starts_with("2026-01-01T00:00:00Z ERROR")),
+        "a plugin forged a log line"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "an escape sequence reached the log"
+    );
+    still_serves(&host).await;
+}
+
+#[tokio::test]
+async fn key_value_writes_are_bounded_per_call() {
+    let (host, _folder) =
+        arena("deadline_ms = 5000\n[plugin.attacker.config]\nattack = \"kvflood\"").await;
+    for _ in 0..2 {
+        let outcome = attack(&host).await.unwrap();
+        let fields: std::collections::BTreeMap<_, _> = outcome.fields.into_iter().collect();
+        assert_eq!(
+            fields["stored"],
+            nightcrier_plugin_host::KV_OPS_PER_CALL.to_string()
+        );
+        assert!(
+            fields["refusal"].contains("key-value operations per call"),
+            "{fields:?}"
+        );
+    }
+    still_serves(&host).await;
+}
+
+#[tokio::test]
+async fn leaking_host_handles_is_stopped_at_the_resource_cap() {
+    let cap = nightcrier_plugin_host::MAX_RESOURCES;
+    let config = |count: usize| {
+        format!(
+            "deadline_ms = 5000\n[plugin.attacker.config]\nattack = \"handles\"\ntarget = \"{count}\""
+        )
+    };
+    let (host, _folder) = arena(&config(cap / 2)).await;
+    let outcome = attack(&host).await.unwrap();
+    assert_eq!(
+        outcome.fields,
+        vec![("leaked".to_owned(), format!("{} handles", cap / 2))]
+    );
+    let (host, _folder) = arena(&config(cap * 2)).await;
+    let error = attack(&host).await.unwrap_err();
+    assert!(matches!(error, CallError::Trap { .. }), "{error}");
+    still_serves(&host).await;
+}
+
 #[tokio::test]
 async fn oversized_output_is_refused() {
     let (host, _folder) =
