@@ -5,6 +5,7 @@
 
 pub mod entity;
 mod records;
+pub(crate) mod text;
 
 pub use records::{NewExecution, NewPluginRun, NewReport};
 
@@ -345,10 +346,10 @@ impl Store {
         let id = Uuid::new_v4();
         entity::rejected_events::ActiveModel {
             id: Set(id.to_string()),
-            source: Set(non_empty_or(source, "unknown")),
-            cluster: Set(cluster.map(str::to_owned)),
+            source: Set(text::storable_owned(non_empty_or(source, "unknown"))),
+            cluster: Set(cluster.map(|cluster| text::storable(cluster).into_owned())),
             raw_payload: Set(raw_payload.to_vec()),
-            reason: Set(non_empty_or(reason, "unspecified")),
+            reason: Set(text::storable_owned(non_empty_or(reason, "unspecified"))),
             received_at: Set(crate::queue::db_time(received_at)),
         }
         .insert(&self.ingest_db)

@@ -184,3 +184,84 @@ async fn circuit_breaker_state_survives_a_new_store() {
         assert_eq!(reopened.load("staging").await.unwrap(), None);
     }
 }
+
+/// Postgres text cannot hold U+0000; a NUL anywhere in untrusted text (a payload, a label, a
+/// report, a plugin's error) must not fail the write or take a batch's good events with it.
+#[tokio::test]
+async fn text_with_nul_is_stored_on_both_backends() {
+    for db in backends().await {
+        let queue = db.queue().await;
+        let store = queue.store();
+        let mut hostile = event("prod", 1);
+        hostile.context = "restart count: 3\0; rm -rf".into();
+        hostile.labels.insert("team\0".into(), "pay\0ments".into());
+        hostile.payload = serde_json::json!({"context": "a\u{0}b", "k\u{0}": 1});
+        let good = event("prod", 2);
+        let ids = queue.ingest_batch(&[hostile, good]).await.unwrap();
+        assert_eq!(ids.len(), 2, "{}: the batch is stored whole", db.backend);
+        let stored = store
+            .fault_event(&ids[0].event_id.to_string())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.context, "restart count: 3\u{FFFD}; rm -rf",
+            "{}",
+            db.backend
+        );
+        let payload = match &stored.payload {
+            serde_json::Value::String(text) => serde_json::from_str(text).unwrap(),
+            other => other.clone(),
+        };
+        assert_eq!(
+            payload,
+            serde_json::json!({"context": "a\u{FFFD}b", "k\u{FFFD}": 1})
+        );
+        let incident = queue.get(ids[0].incident_id).await.unwrap();
+        assert_eq!(
+            incident.labels.get("team\u{FFFD}").map(String::as_str),
+            Some("pay\u{FFFD}ments")
+        );
+
+        let now = Utc::now();
+        store
+            .insert_plugin_run(
+                &NewPluginRun {
+                    incident_id: Some(ids[0].incident_id),
+                    stage: "post_triage",
+                    plugin: "hostile".into(),
+                    plugin_version: Some("0.1.0".into()),
+                    outcome: "error".into(),
+                    duration: Duration::from_micros(7),
+                    error: Some("trapped\0here".into()),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        store
+            .insert_report(
+                &NewReport {
+                    incident_id: ids[0].incident_id,
+                    execution_id: None,
+                    markdown: "# Root cause\n\0binary\0 output".into(),
+                    html: None,
+                    structured: Some(serde_json::json!({"cause": "x\u{0}"})),
+                    summary: Some("\0".into()),
+                    artifact_uri: None,
+                    storage_type: "database".into(),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let reports = store.reports(ids[0].incident_id).await.unwrap();
+        assert_eq!(
+            reports[0].report_markdown, "# Root cause\n\u{FFFD}binary\u{FFFD} output",
+            "{}",
+            db.backend
+        );
+        let runs = store.plugin_runs(ids[0].incident_id).await.unwrap();
+        assert_eq!(runs[0].error.as_deref(), Some("trapped\u{FFFD}here"));
+    }
+}

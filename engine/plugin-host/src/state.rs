@@ -347,6 +347,12 @@ fn check_key(key: &str) -> Result<(), host::KvError> {
             "keys must be 1 to {MAX_KEY_BYTES} bytes"
         )));
     }
+    // Postgres text cannot hold NUL; refusing it keeps keys identical on every backend.
+    if key.contains('\0') {
+        return Err(host::KvError::Invalid(
+            "keys must not contain NUL".to_owned(),
+        ));
+    }
     Ok(())
 }
 

@@ -87,7 +87,12 @@ const EVENT_COLUMNS: usize = 17;
 /// "nothing claimable right now".
 const CLAIM_RACE_RETRIES: usize = 8;
 
+/// A statement with its bind values made [storable](crate::store::text) (no NUL in text).
 fn stmt(db: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> Statement {
+    let values = values
+        .into_iter()
+        .map(crate::store::text::storable_value)
+        .collect::<Vec<_>>();
     Statement::from_sql_and_values(db.get_database_backend(), sql, values)
 }
 

@@ -9,6 +9,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::entity::{agent_executions, circuit_breakers, plugin_kv, plugin_runs, triage_reports};
+use super::text::{storable, storable_json, storable_owned};
 use super::{Store, StoreError};
 use crate::queue::db_time;
 
@@ -176,7 +177,10 @@ impl Store {
                 db_time(completed_at).into(),
             )
             .col_expr(agent_executions::Column::ExitCode, exit_code.into())
-            .col_expr(agent_executions::Column::ErrorMessage, error_message.into())
+            .col_expr(
+                agent_executions::Column::ErrorMessage,
+                error_message.map(storable_owned).into(),
+            )
             .filter(agent_executions::Column::IncidentId.eq(incident_id.to_string()))
             .filter(agent_executions::Column::ContainerId.eq(container_id))
             .exec(&self.db)
@@ -234,11 +238,17 @@ impl Store {
             id: Set(Uuid::new_v4().to_string()),
             incident_id: Set(run.incident_id.map(|id| id.to_string())),
             stage: Set(run.stage.to_owned()),
-            plugin: Set(run.plugin.clone()),
-            plugin_version: Set(run.plugin_version.clone()),
-            outcome: Set(run.outcome.clone()),
+            plugin: Set(storable(&run.plugin).into_owned()),
+            plugin_version: Set(run
+                .plugin_version
+                .as_deref()
+                .map(|version| storable(version).into_owned())),
+            outcome: Set(storable(&run.outcome).into_owned()),
             duration_us: Set(i64::try_from(run.duration.as_micros()).unwrap_or(i64::MAX)),
-            error: Set(run.error.clone()),
+            error: Set(run
+                .error
+                .as_deref()
+                .map(|error| storable(error).into_owned())),
             created_at: Set(db_time(now)),
         }
         .insert(&self.db)
@@ -258,10 +268,19 @@ impl Store {
             incident_id: Set(report.incident_id.to_string()),
             execution_id: Set(report.execution_id.map(|id| id.to_string())),
             generated_at: Set(db_time(now)),
-            report_markdown: Set(report.markdown.clone()),
-            report_html: Set(report.html.clone()),
-            structured: Set(report.structured.clone()),
-            summary: Set(report.summary.clone()),
+            report_markdown: Set(storable(&report.markdown).into_owned()),
+            report_html: Set(report
+                .html
+                .as_deref()
+                .map(|html| storable(html).into_owned())),
+            structured: Set(report.structured.clone().map(|mut document| {
+                storable_json(&mut document);
+                document
+            })),
+            summary: Set(report
+                .summary
+                .as_deref()
+                .map(|summary| storable(summary).into_owned())),
             artifact_uri: Set(report.artifact_uri.clone()),
             storage_type: Set(report.storage_type.clone()),
         }
