@@ -19,7 +19,7 @@ use crate::agent::{
 };
 use crate::config::Settings;
 use crate::plugin::PluginPreTriage;
-use crate::queue::{JobStatus, Lease, ListFilter, Queue, run_workers};
+use crate::queue::{JobOutcome, JobStatus, Lease, ListFilter, Queue, run_workers};
 use crate::store::Store;
 use crate::triage::PreTriage;
 
@@ -103,7 +103,9 @@ async fn serve<P: PreTriage>(
 }
 
 /// Re-attaches to this instance's containers whose incident is still investigating, and drives
-/// them to the end under the lease the previous process held; removes the others.
+/// them to the end under the lease the previous process held; removes the others. Incidents this
+/// instance held without a container left (it died between claim and start, or the container
+/// vanished) go back to the queue now rather than when their lease runs out.
 async fn recover(
     queue: &Queue,
     runner: &DockerRunner,
@@ -124,6 +126,46 @@ async fn recover(
         .context("failed to look for agent containers of a previous run")?;
     if !report.removed.is_empty() {
         tracing::warn!(removed = ?report.removed, "removed orphaned agent containers");
+    }
+    let reattached: HashSet<&str> = report
+        .reattached
+        .iter()
+        .map(|pending| pending.incident_id.as_str())
+        .collect();
+    for incident in &investigating {
+        let ours = incident.lease_owner.as_deref() == Some(settings.workers.owner.as_str());
+        if !ours || reattached.contains(incident.id.to_string().as_str()) {
+            continue;
+        }
+        let lease = Lease {
+            incident_id: incident.id,
+            cluster: incident.cluster.clone(),
+            owner: settings.workers.owner.clone(),
+            attempt: incident.attempts,
+            expires_at: incident.lease_expires_at.unwrap_or_else(Utc::now),
+        };
+        let reason = format!(
+            "no agent container was left after a restart (attempt {})",
+            incident.attempts
+        );
+        let outcome = if incident.attempts >= settings.workers.max_attempts {
+            JobOutcome::Abort {
+                reason: format!("{reason}; giving up"),
+            }
+        } else {
+            JobOutcome::RetryAfter {
+                delay: std::time::Duration::ZERO,
+                reason,
+            }
+        };
+        match queue.finish(&lease, &outcome, Utc::now()).await {
+            Ok(_) => {
+                tracing::warn!(incident_id = %incident.id, cluster = %incident.cluster, "released an incident whose agent container is gone")
+            }
+            Err(error) => {
+                tracing::warn!(incident_id = %incident.id, error = %error, "could not release an incident whose agent container is gone")
+            }
+        }
     }
     for pending in report.reattached {
         let Some(incident) = investigating

@@ -287,6 +287,47 @@ async fn serve_investigates_ingested_events_in_containers() {
     }
 }
 
+/// An incident this instance held when it died, with no container left (it died between the claim
+/// and the container start), goes back to the queue at restart instead of waiting out its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_held_without_a_container_is_released_at_restart() {
+    let db = backends().await.into_iter().next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let instance = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+    let config = write_config(dir.path(), &db.url, &instance);
+    assert!(cli(&config, &["migrate"]).status.success());
+    assert!(
+        cli(&config, &["ingest", &example("crashloop.json")])
+            .status
+            .success()
+    );
+    // what the previous process left: claimed under this instance, a lease far in the future
+    let queue = db.queue().await;
+    crate::support::queue_all_pending(&queue).await;
+    let (claimed, _lease) = queue
+        .claim(&instance, Duration::from_secs(3600), chrono::Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(incidents(&config)[0]["status"], "investigating");
+
+    let mut server = Server::start(&config);
+    server
+        .wait_for("the incident resolved", Duration::from_secs(90), || {
+            incidents(&config)[0]["status"] == "resolved"
+        })
+        .await;
+    let log = server.stop();
+    assert!(
+        log.contains("released an incident whose agent container is gone"),
+        "{log}"
+    );
+    let incident = &incidents(&config)[0];
+    assert_eq!(incident["id"], claimed.id.to_string());
+    assert_eq!(incident["attempts"], 2, "the lost attempt counts");
+    assert!(containers_of(&instance).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nightcrier_reattaches_after_restart_and_completes() {
     let db = backends().await.into_iter().next().unwrap();
