@@ -143,6 +143,15 @@ impl Transition {
             many => format!("{column} IN ({})", many.join(", ")),
         }
     }
+
+    /// [`Self::accepts`] for a statement that finds its row by id, written `(…) IS TRUE`: the same
+    /// condition, but one that does not imply a partial index's predicate, so the planner fetches
+    /// the row by primary key. With a bare `status = 'queued'`, a Postgres planner whose
+    /// statistics predate a burst (the partial index looks empty) chose to scan the whole
+    /// partial index for the id, and claims fell from ~2,900 to ~700 per second.
+    pub(crate) fn guards_row(&self, column: &str) -> String {
+        format!("({}) IS TRUE", self.accepts(column))
+    }
 }
 
 /// The resource a fault is about.

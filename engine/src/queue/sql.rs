@@ -247,7 +247,7 @@ pub(super) async fn take_pending(
              AND (lease_expires_at IS NULL OR lease_expires_at < $3) \
              AND (run_after IS NULL OR run_after <= $3) \
            ORDER BY created_at, id LIMIT $4 {lock}) \
-         AND status = 'pending' \
+         AND (status = 'pending') IS TRUE \
          RETURNING *"
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -279,7 +279,7 @@ pub(super) async fn mark_queued(
            priority = $6, agent_profile = $7 \
          WHERE id = $1 AND lease_owner = $2 AND {from}",
         to = MARK_QUEUED.to,
-        from = MARK_QUEUED.accepts("status")
+        from = MARK_QUEUED.guards_row("status")
     );
     let values = vec![
         uuid_value(incident_id),
@@ -308,7 +308,7 @@ pub(super) async fn mark_skipped(
            updated_at = $4, lease_owner = NULL, lease_expires_at = NULL \
          WHERE id = $1 AND lease_owner = $2 AND {from}",
         to = MARK_SKIPPED.to,
-        from = MARK_SKIPPED.accepts("status")
+        from = MARK_SKIPPED.guards_row("status")
     );
     let values = vec![
         uuid_value(incident_id),
@@ -331,7 +331,7 @@ pub(super) async fn defer_pending(
 ) -> Result<u64, DbErr> {
     let sql = "UPDATE incidents SET run_after = $3, updated_at = $4, lease_owner = NULL, \
                  lease_expires_at = NULL \
-               WHERE id = $1 AND lease_owner = $2 AND status = 'pending'";
+               WHERE id = $1 AND lease_owner = $2 AND (status = 'pending') IS TRUE";
     let values = vec![
         uuid_value(incident_id),
         owner.into(),
@@ -367,7 +367,7 @@ pub(super) async fn claim(
          RETURNING *",
         to = CLAIM.to,
         candidate = CLAIM.accepts("i.status"),
-        from = CLAIM.accepts("status")
+        from = CLAIM.guards_row("status")
     );
     for _ in 0..CLAIM_RACE_RETRIES {
         let values = vec![owner.into(), lease_until.into(), now.into()];
@@ -384,7 +384,9 @@ pub(super) async fn claim(
     Ok(None)
 }
 
-const FENCE: &str = "id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'investigating'";
+/// Finds a leased row by id (see [`Transition::guards_row`] for the `IS TRUE`).
+const FENCE: &str =
+    "id = $1 AND lease_owner = $2 AND attempts = $3 AND (status = 'investigating') IS TRUE";
 
 fn fence_values(lease: &Lease) -> Vec<Value> {
     vec![
@@ -519,7 +521,7 @@ pub(super) async fn retry(
            failure_reason = NULL, exit_code = NULL \
          WHERE id = $1 AND {from}",
         to = RETRY.to,
-        from = RETRY.accepts("status")
+        from = RETRY.guards_row("status")
     );
     let values = vec![uuid_value(incident_id), now.into()];
     Ok(db
