@@ -341,17 +341,14 @@ pub(super) async fn defer_pending(
     Ok(db.execute_raw(stmt(db, sql, values)).await?.rows_affected())
 }
 
-pub(super) async fn claim(
-    db: &DatabaseConnection,
-    owner: &str,
-    lease_until: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<Option<incidents::Model>, DbErr> {
-    let lock = match db.get_database_backend() {
+/// The claim statement: the best queued incident of a cluster with no agent running, by
+/// priority then age; `$1` owner, `$2` lease end, `$3` now.
+fn claim_sql(backend: DbBackend) -> String {
+    let lock = match backend {
         DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
         _ => "",
     };
-    let sql = format!(
+    format!(
         "UPDATE incidents SET status = '{to}', lease_owner = $1, lease_expires_at = $2, \
            started_at = $3, updated_at = $3, attempts = attempts + 1 \
          WHERE id = ( \
@@ -368,7 +365,16 @@ pub(super) async fn claim(
         to = CLAIM.to,
         candidate = CLAIM.accepts("i.status"),
         from = CLAIM.guards_row("status")
-    );
+    )
+}
+
+pub(super) async fn claim(
+    db: &DatabaseConnection,
+    owner: &str,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<incidents::Model>, DbErr> {
+    let sql = claim_sql(db.get_database_backend());
     for _ in 0..CLAIM_RACE_RETRIES {
         let values = vec![owner.into(), lease_until.into(), now.into()];
         match incidents_from(db, stmt(db, &sql, values)).await {
@@ -554,4 +560,100 @@ pub(super) async fn counts(
         counts.insert(status, u64::try_from(n).unwrap_or_default());
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+
+    use super::*;
+    use crate::store::{Store, StoreConfig};
+
+    /// A fresh database on the test Postgres (`NIGHTCRIER_TEST_PG_URL`, as `tests/run.sh` sets
+    /// it); `None` only outside CI, where the server may be missing.
+    async fn postgres() -> Option<(Store, String)> {
+        let Ok(admin_url) = std::env::var("NIGHTCRIER_TEST_PG_URL") else {
+            if std::env::var("CI").is_ok_and(|value| value == "true") {
+                panic!(
+                    "NIGHTCRIER_TEST_PG_URL is not set and CI=true: Postgres tests must run in CI"
+                );
+            }
+            eprintln!(
+                "WARNING: NIGHTCRIER_TEST_PG_URL is not set; the Postgres plan test did not run"
+            );
+            return None;
+        };
+        let name = format!("nc_plan_{}", Uuid::new_v4().simple());
+        let admin = Database::connect(&admin_url).await.unwrap();
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap();
+        let store = Store::connect(&StoreConfig::new(format!("{base}/{name}")))
+            .await
+            .unwrap();
+        store.migrate_up().await.unwrap();
+        Some((store, name))
+    }
+
+    /// A burst arrives after the statistics were taken (every incident still pending, the claim
+    /// index apparently empty): the claim must still fetch its row by primary key, not scan the
+    /// partial claim index for the id (which made every claim cost O(queue length)).
+    #[tokio::test]
+    async fn the_claim_uses_the_primary_key_when_statistics_predate_a_burst() {
+        let Some((store, _name)) = postgres().await else {
+            return;
+        };
+        let db = store.connection();
+        db.execute_unprepared(
+            "INSERT INTO fault_events (id, source, cluster, received_at, fault_type, severity, \
+               context, payload) \
+             SELECT 'e' || g, 'plan', 'cluster-' || (g % 50), now(), 'CrashLoop', 'critical', \
+               '', '{}'::jsonb FROM generate_series(1, 20000) g; \
+             INSERT INTO incidents (id, fault_event_id, cluster, status, priority, labels, \
+               annotations, created_at, updated_at, attempts) \
+             SELECT 'i' || g, 'e' || g, 'cluster-' || (g % 50), 'pending', 0, '{}', '{}', \
+               now(), now(), 0 FROM generate_series(1, 20000) g; \
+             ANALYZE incidents; \
+             UPDATE incidents SET status = 'queued', queued_at = created_at",
+        )
+        .await
+        .unwrap();
+        let sql = claim_sql(DbBackend::Postgres);
+        for mode in ["force_generic_plan", "force_custom_plan"] {
+            // one connection for SET, PREPARE and EXPLAIN
+            let txn = sea_orm::TransactionTrait::begin(db).await.unwrap();
+            txn.execute_unprepared(&format!(
+                "SET LOCAL plan_cache_mode = {mode}; \
+                 PREPARE claim_{mode}(text, timestamptz, timestamptz) AS {sql}"
+            ))
+            .await
+            .unwrap();
+            let lines: Vec<String> = txn
+                .query_all_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!(
+                        "EXPLAIN EXECUTE claim_{mode}('plan', now() + interval '1 minute', now())"
+                    ),
+                ))
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.try_get_by_index::<String>(0).unwrap())
+                .collect();
+            txn.rollback().await.unwrap();
+            let plan = lines.join("\n");
+            // the outer scan is the one on `incidents` without an alias (`i` and `busy` are inner)
+            let outer = lines
+                .iter()
+                .find(|line| line.contains("Scan") && line.contains(" on incidents  ("))
+                .unwrap_or_else(|| panic!("{mode}: no outer scan in\n{plan}"));
+            assert!(
+                outer.contains("incidents_pkey"),
+                "{mode}: the claimed row is not fetched by primary key:\n{plan}"
+            );
+        }
+    }
 }
