@@ -102,6 +102,9 @@ pub struct RawAgent {
     pub breaker: BreakerConfig,
     /// Seconds an image pull may take.
     pub pull_timeout_secs: Option<u64>,
+    /// Hours an ended incident's workspace (logs, output) is kept; 0 keeps them forever
+    /// (default 168, a week). Reports stay in the database either way.
+    pub workspace_retention_hours: Option<u64>,
     /// Agent profiles by name; the built-in claude, codex, gemini and goose always exist.
     #[serde(default)]
     pub profiles: BTreeMap<String, AgentProfileConfig>,
@@ -143,6 +146,8 @@ pub struct Settings {
     pub clusters: BTreeMap<String, ClusterSettings>,
     /// Plugins, when a folder is configured.
     pub plugins: Option<PluginsConfig>,
+    /// How long ended incidents' workspaces are kept; `None` keeps them forever.
+    pub workspace_retention: Option<Duration>,
 }
 
 /// Per-cluster settings.
@@ -298,6 +303,10 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         system_prompt,
         clusters,
         plugins: raw.plugins,
+        workspace_retention: match raw.agent.workspace_retention_hours.unwrap_or(168) {
+            0 => None,
+            hours => Some(Duration::from_secs(hours.saturating_mul(3600))),
+        },
     })
 }
 
@@ -326,6 +335,10 @@ mod tests {
         assert_eq!(settings.default_profile, "claude");
         assert!(settings.profiles.contains_key("goose"));
         assert_eq!(settings.workers.concurrency, 2);
+        assert_eq!(
+            settings.workspace_retention,
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
     }
 
     #[test]
@@ -340,6 +353,7 @@ mod tests {
             [agent]
             instance_id = "nc-eu-1"
             default_profile = "fast"
+            workspace_retention_hours = 0
             [agent.profiles.fast]
             cli = "codex"
             model = "gpt-5"
@@ -354,6 +368,7 @@ mod tests {
         assert_eq!(settings.store.url, "sqlite://override.db");
         assert_eq!(settings.workers.lease, Duration::from_secs(120));
         assert_eq!(settings.runner.instance_id, "nc-eu-1");
+        assert_eq!(settings.workspace_retention, None, "0 keeps workspaces forever");
         assert_eq!(
             settings.clusters["prod"].agent_profile.as_deref(),
             Some("fast")

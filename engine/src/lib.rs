@@ -22,6 +22,7 @@ pub mod config;
 pub mod event;
 pub mod plugin;
 pub mod queue;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -93,6 +93,15 @@ async fn serve<P: PreTriage>(
         Arc::new(investigator),
         token.clone(),
     ));
+    if let Some(keep) = settings.workspace_retention {
+        tasks.spawn(crate::retention::prune_loop(
+            queue.clone(),
+            settings.runner.workspace_root.clone(),
+            keep,
+            std::time::Duration::from_secs(3600),
+            token.clone(),
+        ));
+    }
 
     shutdown.await;
     tracing::info!("shutting down: no new claims; waiting for running investigations");

@@ -8,6 +8,7 @@ mod migrations;
 mod queue;
 mod queue_concurrency;
 mod records;
+mod retention;
 mod serve;
 mod support;
 mod tidy;
