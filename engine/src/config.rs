@@ -368,7 +368,10 @@ mod tests {
         assert_eq!(settings.store.url, "sqlite://override.db");
         assert_eq!(settings.workers.lease, Duration::from_secs(120));
         assert_eq!(settings.runner.instance_id, "nc-eu-1");
-        assert_eq!(settings.workspace_retention, None, "0 keeps workspaces forever");
+        assert_eq!(
+            settings.workspace_retention, None,
+            "0 keeps workspaces forever"
+        );
         assert_eq!(
             settings.clusters["prod"].agent_profile.as_deref(),
             Some("fast")
