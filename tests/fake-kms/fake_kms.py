@@ -1174,6 +1174,14 @@ class Listener:
                 if isinstance(params, dict) and params.get("protocolVersion") not in SUPPORTED_PROTOCOL_VERSIONS:
                     params["protocolVersion"] = FALLBACK_NEGOTIATED_VERSION
                     body = json.dumps(payload).encode()
+            if method == "logging/setLevel":
+                params = m.get("params")
+                level = params.get("level") if isinstance(params, dict) else None
+                # go-sdk stores any level string and ranks an unknown one as debug; the SDK
+                # would reject it as invalid params.
+                if isinstance(level, str) and level != "" and level not in LEVEL_ORDER:
+                    params["level"] = "debug"
+                    body = json.dumps(payload).encode()
         if is_batch:
             await go_http_error(send, 400, "fake-kms: JSON-RPC batches are not supported by this test server")
             return
