@@ -1174,6 +1174,13 @@ class Listener:
                 if isinstance(params, dict) and params.get("protocolVersion") not in SUPPORTED_PROTOCOL_VERSIONS:
                     params["protocolVersion"] = FALLBACK_NEGOTIATED_VERSION
                     body = json.dumps(payload).encode()
+            if method == "tools/call":
+                params = m.get("params")
+                # Go unmarshals `"arguments": null` into an empty map; the SDK cannot tell it
+                # from a missing member, which Go rejects.
+                if isinstance(params, dict) and "arguments" in params and params["arguments"] is None:
+                    params["arguments"] = {}
+                    body = json.dumps(payload).encode()
             if method == "logging/setLevel":
                 params = m.get("params")
                 level = params.get("level") if isinstance(params, dict) else None

@@ -404,6 +404,8 @@ async def t_http_errors(ctx) -> None:
         "failed to unmarshal tool call arguments: unexpected end of JSON input for tool events_subscribe",
         "missing arguments message",
     )
+    reply = await mcp.request("tools/call", {"name": "events_list_subscriptions", "arguments": None})
+    check("result" in reply, f"null arguments are an empty map: {reply}")
     reply = await mcp.request("tools/call", {"name": "pods_exec", "arguments": {}})
     eq(reply["error"], {"code": -32602, "message": 'unknown tool "pods_exec"'}, "unknown tool")
     eq((await ctx.http.get(f"http://127.0.0.1:{ctx.port_a}/healthz")).status_code, 200, "healthz")
@@ -899,10 +901,11 @@ async def run_checks() -> int:
         try:
             for fn in checks:
                 name = fn.__name__[2:]
+                t0 = time.monotonic()
                 try:
                     await asyncio.wait_for(fn(ctx), 60)
                     passed += 1
-                    print(f"ok   {name}")
+                    print(f"ok   {name} ({time.monotonic() - t0:.1f}s)")
                 except Exception as e:  # noqa: BLE001 - report and go on
                     failures += 1
                     print(f"FAIL {name}: {e}")
