@@ -1193,6 +1193,13 @@ class Listener:
             await go_http_error(send, 400, "fake-kms: JSON-RPC batches are not supported by this test server")
             return
 
+        if messages and all(m.get("method") == "notifications/cancelled" for m in messages):
+            # go-sdk only cancels the handler's context, which none of the Go server's
+            # subscription handlers (the hung informer sync included) look at, and answers when the
+            # handler returns. The SDK would answer "Request cancelled" at once and then fail the
+            # whole session when the shielded handler returns, so the notification stops here.
+            await send_empty(send, 202)
+            return
         if not sid and not self.stateless and not is_initialize:
             # go-sdk opens a throwaway session for it; only ping and initialize work there.
             await self._answer_uninitialized(send, calls)

@@ -30,6 +30,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import fake_kms  # noqa: E402
 
 VERSION = "2025-06-18"
@@ -721,6 +722,23 @@ async def t_subscribe_modes(ctx) -> None:
     sub = await asyncio.wait_for(hung, 5)
     listing = await asyncio.wait_for(listing, 5)
     eq([s["subscriptionId"] for s in listing["subscriptions"]], [sub], "list after release")
+    # a client that gives up on a hung subscribe (notifications/cancelled, then drops the POST)
+    # leaves a usable session, as in Go
+    await mcp.control("POST", "/test/subscribe-mode", {"mode": "hang"})
+    abandoned = asyncio.create_task(
+        mcp.post({"jsonrpc": "2.0", "id": 777, "method": "tools/call", "params": {"name": "events_subscribe", "arguments": {"mode": "faults"}}})
+    )
+    await asyncio.sleep(0.3)
+    r = await mcp.post({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 777, "reason": "timeout"}})
+    eq(r.status_code, 202, "notifications/cancelled")
+    await asyncio.sleep(0.3)
+    check(not abandoned.done(), "go-sdk does not answer a cancelled request whose handler still runs")
+    abandoned.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await abandoned
+    await mcp.control("POST", "/test/subscribe-mode", {"mode": "ok"})
+    eq((await mcp.request("ping"))["result"], {}, "session alive after an abandoned hung subscribe")
+    eq((await mcp.list_subs())["total"], 2, "the abandoned subscribe completed when released")
     await ctx.control_a("POST", "/test/cancel")
 
 
