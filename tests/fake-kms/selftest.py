@@ -625,6 +625,30 @@ async def t_second_get_and_drop(ctx) -> None:
     ctx.log_expect_faults += 1
 
 
+async def t_drop_mid_emission_exact(ctx) -> None:
+    """A GET cut in the middle of a burst: /test/sent must match what the client got, exactly."""
+    await ctx.control_a("POST", "/test/cancel")
+    await ctx.control_a("POST", "/test/reset-stats")
+    mcp, stream, sub = await ready_session(ctx.http, ctx.port_a)
+    emit = asyncio.create_task(mcp.control("POST", "/test/emit", {"count": 3000, "rate": 0}))
+    while stream.events.qsize() < 200:
+        await asyncio.sleep(0.001)
+    await mcp.control("POST", "/test/drop-streams")
+    result = await asyncio.wait_for(emit, 30)
+    await asyncio.wait_for(stream.ended.wait(), 5)
+    received = []
+    while not stream.events.empty():
+        received.append(stream.events.get_nowait()["params"]["data"]["faultId"])
+    sent = [s["faultId"] for s in (await mcp.control("GET", "/test/sent"))["sent"]]
+    check(0 < len(received) < 3000, f"the drop landed mid-burst ({len(received)} received)")
+    eq(result["sent"], len(sent), "emit's sent matches /test/sent")
+    eq(received, sent, "the client received exactly what the fixture counts as sent, in order")
+    eq(sum(result["notSent"].values()) + result["sent"], 3000, "every copy accounted for")
+    check(set(result["notSent"]) <= {"stream-not-connected", "lost-on-detach", "subscription-ended"}, f"reasons {result['notSent']}")
+    eq((await mcp.list_subs())["total"], 0, "the first send after the drop cancelled the subscription")
+    ctx.log_expect_faults += len(sent)
+
+
 async def t_cancel_suberror_malformed(ctx) -> None:
     await ctx.control_a("POST", "/test/cancel")
     mcp, stream, sub = await ready_session(ctx.http, ctx.port_a)
@@ -905,6 +929,7 @@ async def run_checks() -> int:
             t_set_level_gating_and_delivery,
             t_detached_send_cancels,
             t_second_get_and_drop,
+            t_drop_mid_emission_exact,
             t_cancel_suberror_malformed,
             t_limits,
             t_subscribe_modes,
