@@ -606,6 +606,7 @@ class Listener:
         self.manager_lock = asyncio.Lock()
         self.subscribe_mode = "ok"
         self.subscribe_error_text = DEFAULT_SUBSCRIBE_ERROR_TEXT
+        self.subscribe_delay = 0.0
         self.mode_changed = asyncio.Event()
         self.shutting_down = False
         self.background: set[asyncio.Task] = set()
@@ -803,6 +804,8 @@ class Listener:
             # Start the watcher: the informer sync that can hang forever on missing RBAC. It is
             # shielded: in Go nothing (client cancel, session end) interrupts it.
             with anyio.CancelScope(shield=True):
+                if self.subscribe_delay > 0:  # informer caches of a big cluster take a while
+                    await asyncio.sleep(self.subscribe_delay)
                 while self.subscribe_mode == "hang" and not self.shutting_down:
                     await self.mode_changed.wait()
             if self.subscribe_mode == "error" or self.shutting_down:
@@ -1465,11 +1468,15 @@ class Listener:
         text = req.get("text")
         if text is not None and not isinstance(text, str):
             raise ValueError("text must be a string")
+        delay = req.get("delaySeconds", 0)
+        if not isinstance(delay, (int, float)) or delay < 0:
+            raise ValueError("delaySeconds must be a non-negative number")
         previous = self.subscribe_mode
         self.subscribe_mode = mode
         self.subscribe_error_text = text or DEFAULT_SUBSCRIBE_ERROR_TEXT
+        self.subscribe_delay = float(delay)
         self._wake_hung()
-        return 200, {"mode": mode, "previous": previous}
+        return 200, {"mode": mode, "previous": previous, "delaySeconds": self.subscribe_delay}
 
     def _wake_hung(self) -> None:
         self.mode_changed.set()

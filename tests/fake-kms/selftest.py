@@ -763,6 +763,12 @@ async def t_subscribe_modes(ctx) -> None:
     await mcp.control("POST", "/test/subscribe-mode", {"mode": "ok"})
     eq((await mcp.request("ping"))["result"], {}, "session alive after an abandoned hung subscribe")
     eq((await mcp.list_subs())["total"], 2, "the abandoned subscribe completed when released")
+    # a slow informer sync: the call succeeds after the delay
+    await mcp.control("POST", "/test/subscribe-mode", {"mode": "ok", "delaySeconds": 0.5})
+    t0 = time.monotonic()
+    await mcp.subscribe()
+    check(time.monotonic() - t0 >= 0.5, "subscribe took delaySeconds")
+    await mcp.control("POST", "/test/subscribe-mode", {"mode": "ok"})
     await ctx.control_a("POST", "/test/cancel")
 
 
