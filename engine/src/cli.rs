@@ -1,6 +1,6 @@
 //! The `nightcrier` command line (clap derive) and what each command does.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,18 +74,18 @@ pub enum Command {
         #[command(subcommand)]
         action: IncidentsAction,
     },
-    /// Store fault events from files (a JSON object, an array, or one object per line; `-`
-    /// reads stdin). Each becomes one pending incident; malformed input goes to the dead
-    /// letter table with the reason.
+    /// Store fault events from files through a source plugin (a JSON object, an array of them,
+    /// or one message per line, of any size; `-` reads stdin). Each event becomes one pending
+    /// incident; input the plugin refuses goes to the dead letter table with the reason.
     Ingest {
-        /// The source name recorded with each event.
-        #[arg(long, default_value = "cli")]
+        /// The source plugin that decodes the input (its id: the file name without `.wasm`).
+        #[arg(long, default_value = "kubernetes-mcp")]
         source: String,
         /// Cluster name to record, overriding the payload's.
         #[arg(long)]
         cluster: Option<String>,
-        /// Folder of plugin components; when `--source` names a loaded source plugin, input is
-        /// decoded by that plugin instead of read as kubernetes-mcp-server fault JSON.
+        /// Folder of plugin components holding the source plugin (default: `plugins.dir` of the
+        /// config).
         #[arg(long)]
         plugins: Option<PathBuf>,
         /// Files to read.
@@ -251,23 +251,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             files,
         } => {
             let queue = open_queue(&store_config).await?;
-            // only the named source plugin is loaded: the others play no part in decoding
-            let host = match plugins_config(settings.plugins.take(), plugins) {
-                Some(config) => {
-                    let file = config.dir.join(format!("{source}.wasm"));
-                    if file.is_file() {
-                        Some(crate::plugin::load_files(config, queue.store(), &[file]).await?)
-                    } else {
-                        None
-                    }
-                }
-                None => None,
-            };
-            let decoder = host.as_ref().filter(|host| {
-                host.plugin(&source)
-                    .is_some_and(|p| p.world == nightcrier_plugin_host::World::Source)
-            });
-            ingest(&queue, &source, cluster.as_deref(), decoder, &files).await
+            let config = plugins_config(settings.plugins.take(), plugins).context(
+                "ingest decodes through a source plugin: pass --plugins DIR (the bundled plugins \
+                 are built into plugins/target/plugins by plugins/build.sh) or set plugins.dir",
+            )?;
+            // Only the named plugin is loaded; it is that plugin or an error, never a stand-in.
+            let host = crate::plugin::load_source(config, queue.store(), &source).await?;
+            let known_clusters = settings.clusters.keys().cloned().collect();
+            ingest(
+                &queue,
+                crate::ingest::Decoder::new(host, known_clusters),
+                &source,
+                cluster.as_deref(),
+                files,
+            )
+            .await
         }
         Command::Rejected { limit, json } => {
             let queue = open_queue(&store_config).await?;
@@ -550,72 +548,113 @@ fn print_table(out: &mut impl Write, rows: &[Incident]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Rejections `ingest` prints one by one before it only counts them.
+const REJECTIONS_SHOWN: usize = 10;
+/// Messages in flight between reading and committing.
+const INGEST_IN_FLIGHT: usize = 4096;
+
 async fn ingest(
     queue: &Queue,
+    decoder: crate::ingest::Decoder,
     source: &str,
     cluster: Option<&str>,
-    decoder: Option<&nightcrier_plugin_host::PluginHost>,
-    files: &[PathBuf],
+    files: Vec<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let mut accepted = Vec::new();
-    let mut rejected = 0usize;
-    for file in files {
-        let bytes = if file.as_os_str() == "-" {
-            let mut buffer = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buffer)
-                .context("failed to read stdin")?;
-            buffer
-        } else {
-            tokio::fs::read(file)
-                .await
-                .with_context(|| format!("failed to read {}", file.display()))?
-        };
-        let items = match decoder {
-            // one message per item for a plugin too, so one bad item does not sink the rest
-            Some(_) => crate::event::split_payloads(&bytes)
-                .into_iter()
-                .map(|(raw, _)| (raw, Ok(serde_json::Value::Null)))
-                .collect(),
-            None => crate::event::split_payloads(&bytes),
-        };
-        for (raw, parsed) in items {
-            let received_at = Utc::now();
-            let result = match decoder {
-                Some(host) => crate::plugin::decode(host, source, cluster, &raw).await,
-                None => parsed
-                    .and_then(|payload| {
-                        crate::event::parse_fault(source, cluster, &payload, received_at)
-                    })
-                    .map(|event| vec![event]),
-            };
-            match result {
-                Ok(events) => accepted.extend(events),
-                Err(reason) => {
-                    let id = queue
-                        .store()
-                        .reject_event(source, cluster, &raw, &reason, received_at)
-                        .await?;
-                    tracing::warn!(rejected_id = %id, file = %file.display(), reason = %reason, "rejected event");
-                    eprintln!("rejected ({}): {reason}", file.display());
-                    rejected += 1;
-                }
+    use crate::ingest::{
+        IngestConfig, Ingestor, InputItem, MAX_MESSAGE_BYTES, message_for, read_input,
+    };
+    let host = decoder.host().clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (ingestor, writer) = Ingestor::start(
+        queue.clone(),
+        decoder,
+        IngestConfig {
+            spool: None,
+            log_rejections: false,
+            ..IngestConfig::default()
+        },
+        stop.clone(),
+    )?;
+    let (items, mut incoming) = tokio::sync::mpsc::channel::<InputItem>(1024);
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let mut read = 0;
+        for file in &files {
+            read += read_input(file, MAX_MESSAGE_BYTES, &items).map_err(anyhow::Error::msg)?;
+        }
+        Ok(read)
+    });
+    let mut out = std::io::stdout().lock();
+    let mut totals = IngestTotals::default();
+    let mut in_flight = std::collections::VecDeque::new();
+    while let Some(item) = incoming.recv().await {
+        let mut message = message_for(&host, source, cluster, item.body, Utc::now());
+        message.unreadable = item.problem;
+        let reply = ingestor.send(message).await?;
+        in_flight.push_back((item.position, reply));
+        while in_flight.len() >= INGEST_IN_FLIGHT {
+            if let Some((position, reply)) = in_flight.pop_front() {
+                totals.report(&mut out, &position, reply.await)?;
             }
         }
     }
-    let ingested = queue.ingest_batch(&accepted).await?;
-    let mut out = std::io::stdout().lock();
-    for ids in &ingested {
-        writeln!(out, "incident {} (event {})", ids.incident_id, ids.event_id)?;
+    for (position, reply) in in_flight {
+        totals.report(&mut out, &position, reply.await)?;
+    }
+    let read = reader.await??;
+    stop.cancel();
+    writer.await?;
+    if totals.rejected > REJECTIONS_SHOWN as u64 {
+        eprintln!(
+            "… {} more rejected; see `nightcrier rejected`",
+            totals.rejected - REJECTIONS_SHOWN as u64
+        );
     }
     writeln!(
         out,
-        "ingested {} event(s), rejected {rejected}",
-        ingested.len()
+        "ingested {} event(s), rejected {} (from {read} message(s))",
+        totals.events, totals.rejected
     )?;
-    Ok(if rejected > 0 {
+    Ok(if totals.rejected > 0 {
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[derive(Default)]
+struct IngestTotals {
+    events: u64,
+    rejected: u64,
+}
+
+impl IngestTotals {
+    fn report(
+        &mut self,
+        out: &mut impl Write,
+        position: &str,
+        reply: Result<
+            Result<crate::ingest::MessageOutcome, crate::ingest::IngestError>,
+            tokio::sync::oneshot::error::RecvError,
+        >,
+    ) -> anyhow::Result<()> {
+        let outcome = reply
+            .map_err(|_| crate::ingest::IngestError::Stopped)
+            .and_then(|outcome| outcome)
+            .context("failed to store the input")?;
+        for ids in &outcome.incidents {
+            writeln!(out, "incident {} (event {})", ids.incident_id, ids.event_id)?;
+        }
+        self.events += outcome.incidents.len() as u64;
+        for reason in &outcome.rejected {
+            self.rejected += 1;
+            if self.rejected <= REJECTIONS_SHOWN as u64 {
+                eprintln!(
+                    "rejected ({}): {}",
+                    nightcrier_plugin_host::escape_untrusted(position),
+                    nightcrier_plugin_host::escape_untrusted(reason)
+                );
+            }
+        }
+        Ok(())
+    }
 }

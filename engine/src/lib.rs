@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`store`]: the database (SQLite or Postgres), migrations, dead letters, SeaORM entities.
 //! - [`queue`]: the `incidents` table as a job queue with leases; one agent per cluster.
-//! - [`event`]: raw fault payloads → validated events, or a reason for the dead letter table.
+//! - [`ingest`]: message → source plugin decode → validated events, committed in groups, or dead
+//!   letters; the spool for database outages. The one path `serve` and `ingest` share.
 //! - [`config`]: the TOML config file → validated `Settings`.
 //! - [`server`]: `nightcrier serve`: pre-triage, workers, sweeper, container recovery, drain.
 //! - [`triage`]: the pre-triage stage (`PreTriage`, `Decision`).
@@ -19,7 +20,7 @@ pub mod agent;
 pub mod bench;
 pub mod cli;
 pub mod config;
-pub mod event;
+pub mod ingest;
 pub mod plugin;
 pub mod queue;
 pub mod retention;

@@ -1,21 +1,22 @@
 //! Glue between the engine and the WebAssembly plugin host (`nightcrier-plugin-host`): the
 //! database-backed key-value store plugins see, conversions between queue rows and WIT records,
-//! the plugin pre-triage stage, post-triage of agent results, and decoding input through source
-//! plugins. Every plugin call is recorded in `plugin_runs`.
+//! the plugin pre-triage stage and post-triage of agent results, and loading a single source
+//! plugin for `ingest`. Every plugin call is recorded in `plugin_runs` (source-stage failures by
+//! the ingest path, `ingest/decode.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use nightcrier_plugin_host::types::{self, Envelope, FeedKind};
+use nightcrier_plugin_host::types;
 use nightcrier_plugin_host::{
     KvFuture, KvStore, KvStoreError, PluginHost, PluginsConfig, PostTriageVerdict,
     PreTriageVerdict, World,
 };
 use uuid::Uuid;
 
-use crate::queue::{Incident, NewFaultEvent, QueuePatch, ResourceRef};
+use crate::queue::{Incident, QueuePatch};
 use crate::store::entity::fault_events;
 use crate::store::{NewPluginRun, Store};
 use crate::triage::{Decision, PreTriage};
@@ -86,15 +87,30 @@ pub async fn load(config: PluginsConfig, store: &Store) -> anyhow::Result<Plugin
     report(loaded, &dir)
 }
 
-/// Loads exactly `files` with the grants of `config`.
-pub async fn load_files(
+/// Loads the one source plugin `id` from the folder of `config`: that plugin, or an error that
+/// says why not (missing file, refused at load, not a source). Never a stand-in decoder.
+pub async fn load_source(
     config: PluginsConfig,
     store: &Store,
-    files: &[std::path::PathBuf],
+    id: &str,
 ) -> anyhow::Result<PluginHost> {
-    let dir = config.dir.clone();
-    let loaded = PluginHost::load_files(config, Arc::new(DbKv::new(store.clone())), files).await?;
-    report(loaded, &dir)
+    let file = config.dir.join(format!("{id}.wasm"));
+    if !file.is_file() {
+        anyhow::bail!("no source plugin `{id}`: {} does not exist", file.display());
+    }
+    let (host, refused) =
+        PluginHost::load_files(config, Arc::new(DbKv::new(store.clone())), &[file]).await?;
+    if let Some(error) = refused.into_iter().next() {
+        return Err(anyhow::Error::new(error).context(format!("source plugin `{id}` was refused")));
+    }
+    match host.plugin(id) {
+        Some(plugin) if plugin.world == World::Source => Ok(host),
+        Some(plugin) => anyhow::bail!(
+            "plugin `{id}` is a {} plugin, not a source",
+            plugin.world.as_str()
+        ),
+        None => anyhow::bail!("plugin `{id}` did not load"),
+    }
 }
 
 fn report(
@@ -116,14 +132,6 @@ fn severity(text: &str) -> types::Severity {
         "critical" | "error" | "fatal" | "emergency" | "alert" => types::Severity::Critical,
         "warning" | "warn" => types::Severity::Warning,
         _ => types::Severity::Info,
-    }
-}
-
-fn severity_text(severity: types::Severity) -> &'static str {
-    match severity {
-        types::Severity::Info => "info",
-        types::Severity::Warning => "warning",
-        types::Severity::Critical => "critical",
     }
 }
 
@@ -343,79 +351,4 @@ pub async fn post_triage(
         tracing::error!(incident_id = %incident.id, error = %error, "recording a plugin run failed");
     }
     verdict
-}
-
-/// Decodes `body` through the source plugin `id` into events ready to store; the error is the
-/// reason for the dead letter table.
-pub async fn decode(
-    host: &PluginHost,
-    id: &str,
-    cluster: Option<&str>,
-    body: &[u8],
-) -> Result<Vec<NewFaultEvent>, String> {
-    let summary = host
-        .plugin(id)
-        .filter(|p| p.world == World::Source)
-        .ok_or_else(|| format!("no source plugin `{id}` is loaded"))?;
-    let (kind, logger) = match &summary.feed {
-        Some(types::Feed::Mcp(feed)) => (FeedKind::Mcp, Some(feed.logger.clone())),
-        Some(types::Feed::Poll(_)) => (FeedKind::Poll, None),
-        _ => (FeedKind::Webhook, None),
-    };
-    let received_at = Utc::now();
-    let envelope = Envelope {
-        kind,
-        cluster: cluster.map(str::to_owned),
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: body.to_vec(),
-        logger,
-        received_at_ms: u64::try_from(received_at.timestamp_millis()).unwrap_or_default(),
-    };
-    let events = host
-        .decode(id, &envelope)
-        .await
-        .map_err(|error| error.to_string())?;
-    let payload = serde_json::from_slice(body)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()));
-    events
-        .into_iter()
-        .map(|event| {
-            let cluster = cluster
-                .map(str::to_owned)
-                .or(Some(event.cluster.clone()))
-                .filter(|c| !c.trim().is_empty())
-                .ok_or_else(|| {
-                    format!("{id} decoded an event without a cluster (pass --cluster)")
-                })?;
-            if event.fault_type.trim().is_empty() {
-                return Err(format!("{id} decoded an event without a fault type"));
-            }
-            let resource = (!event.resource.kind.is_empty() || !event.resource.name.is_empty())
-                .then(|| ResourceRef {
-                    api_version: event.resource.api_version.clone(),
-                    kind: event.resource.kind.clone(),
-                    name: event.resource.name.clone(),
-                    namespace: event.resource.namespace.clone(),
-                    uid: event.resource.uid.clone(),
-                });
-            Ok(NewFaultEvent {
-                source: id.to_owned(),
-                cluster,
-                fault_id: Some(event.fault_id.clone()).filter(|f| !f.is_empty()),
-                subscription_id: event
-                    .labels
-                    .iter()
-                    .find(|(k, _)| k == "mcp.subscription-id")
-                    .map(|(_, v)| v.clone()),
-                resource,
-                fault_type: event.fault_type.clone(),
-                severity: severity_text(event.severity).to_owned(),
-                context: event.context.clone(),
-                timestamp: Some(event.timestamp.clone()).filter(|t| !t.is_empty()),
-                payload: payload.clone(),
-                received_at,
-                labels: event.labels.iter().cloned().collect(),
-            })
-        })
-        .collect()
 }

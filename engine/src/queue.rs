@@ -204,6 +204,61 @@ pub struct NewFaultEvent {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A fault event with the id it is stored under.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyedEvent {
+    /// The `fault_events` id.
+    pub id: Uuid,
+    /// The event.
+    pub event: NewFaultEvent,
+}
+
+/// A new dead letter: input that could not become a fault event, kept as received.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRejected {
+    /// The row id.
+    pub id: Uuid,
+    /// The source (plugin id) it came from.
+    pub source: String,
+    /// The configured cluster of its feed, if any.
+    pub cluster: Option<String>,
+    /// The bytes as received.
+    pub raw_payload: Vec<u8>,
+    /// Why it was refused.
+    pub reason: String,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A plugin run with the id it is stored under and when it ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyedPluginRun {
+    /// The row id.
+    pub id: Uuid,
+    /// The run.
+    pub run: crate::store::NewPluginRun,
+    /// When it ended.
+    pub at: DateTime<Utc>,
+}
+
+/// Everything one commit of the ingest path writes, in one transaction.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IngestBatch {
+    /// Fault events; each gets a `pending` incident.
+    pub events: Vec<KeyedEvent>,
+    /// Dead letters.
+    pub rejected: Vec<NewRejected>,
+    /// Source-stage plugin failures.
+    pub plugin_runs: Vec<KeyedPluginRun>,
+}
+
+impl IngestBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.rejected.is_empty() && self.plugin_runs.is_empty()
+    }
+}
+
 /// Ids of a stored event and its incident.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Ingested {
@@ -461,8 +516,7 @@ impl Queue {
 
     /// Stores one fault event and its `pending` incident in one transaction.
     pub async fn ingest(&self, event: &NewFaultEvent) -> Result<Ingested, QueueError> {
-        let mut ids =
-            sql::ingest(self.store.ingest_connection(), std::slice::from_ref(event)).await?;
+        let mut ids = self.ingest_batch(std::slice::from_ref(event)).await?;
         Ok(ids.remove(0))
     }
 
@@ -474,7 +528,29 @@ impl Queue {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(sql::ingest(self.store.ingest_connection(), events).await?)
+        let batch = IngestBatch {
+            events: events
+                .iter()
+                .map(|event| KeyedEvent {
+                    // Time-ordered ids keep primary-key inserts at the right edge of the index.
+                    id: Uuid::now_v7(),
+                    event: event.clone(),
+                })
+                .collect(),
+            ..IngestBatch::default()
+        };
+        self.commit_batch(&batch).await
+    }
+
+    /// Commits one batch of the ingest path (events with their incidents, dead letters and
+    /// source-stage plugin runs) in one transaction on the durable connection. Rows whose id
+    /// already exists are skipped, so a batch committed twice is stored once. Returns the
+    /// incidents it created, in event order.
+    pub async fn commit_batch(&self, batch: &IngestBatch) -> Result<Vec<Ingested>, QueueError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(sql::commit_batch(self.store.ingest_connection(), batch).await?)
     }
 
     /// Leases up to `limit` pending incidents, oldest first, for pre-triage by `owner`.

@@ -207,6 +207,13 @@ impl Store {
         }
     }
 
+    /// Whether the database answers on the connection events are committed on.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        use sea_orm::ConnectionTrait;
+        self.ingest_db.execute_unprepared("SELECT 1").await?;
+        Ok(())
+    }
+
     /// The connection events are committed on.
     pub(crate) fn ingest_connection(&self) -> &DatabaseConnection {
         &self.ingest_db

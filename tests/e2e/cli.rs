@@ -14,6 +14,10 @@ fn nightcrier(url: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+fn plugins() -> String {
+    crate::support::built_plugins().display().to_string()
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -48,6 +52,8 @@ async fn migrate_ingest_list_show_and_retry() {
             url,
             &[
                 "ingest",
+                "--plugins",
+                &plugins(),
                 "--source",
                 "kubernetes-mcp",
                 &example("crashloop.json"),
@@ -120,7 +126,7 @@ async fn malformed_input_goes_to_the_dead_letter_table_as_received() {
         .unwrap();
         let ingest = nightcrier(
             url,
-            &["ingest", "--source", "webhook", file.to_str().unwrap()],
+            &["ingest", "--plugins", &plugins(), file.to_str().unwrap()],
         );
         assert_eq!(ingest.status.code(), Some(3), "{}", db.backend);
         assert!(
@@ -133,7 +139,7 @@ async fn malformed_input_goes_to_the_dead_letter_table_as_received() {
         assert_eq!(rows.len(), 2);
         let reasons: Vec<&str> = rows.iter().map(|r| r["reason"].as_str().unwrap()).collect();
         assert!(
-            reasons.iter().any(|r| r.contains("not valid JSON")),
+            reasons.iter().any(|r| r.contains("data is not a fault")),
             "{reasons:?}"
         );
         assert!(
@@ -142,7 +148,12 @@ async fn malformed_input_goes_to_the_dead_letter_table_as_received() {
         );
         let raw: Vec<u8> = rows
             .iter()
-            .find(|r| r["reason"].as_str().unwrap().contains("not valid JSON"))
+            .find(|r| {
+                r["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("data is not a fault")
+            })
             .map(|r| serde_json::from_value(r["raw_payload"].clone()).unwrap())
             .unwrap();
         assert_eq!(raw, b"not json at all");

@@ -31,13 +31,36 @@ fn a_bad_config_names_the_key() {
     );
 }
 
-#[test]
-fn example_events_are_valid_faults() {
+#[tokio::test]
+async fn example_events_decode_through_the_bundled_plugin() {
+    let dir = crate::support::built_plugins();
+    let (host, refused) = nightcrier_plugin_host::PluginHost::load_files(
+        nightcrier_plugin_host::PluginsConfig::new(&dir),
+        std::sync::Arc::new(nightcrier_plugin_host::MemoryKvStore::new()),
+        &[dir.join("kubernetes-mcp.wasm")],
+    )
+    .await
+    .unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    let decoder = nightcrier::ingest::Decoder::new(host.clone(), Default::default());
     for entry in std::fs::read_dir(examples().join("events")).unwrap() {
         let path = entry.unwrap().path();
-        let payload: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        nightcrier::event::parse_fault("kubernetes-mcp", None, &payload, chrono::Utc::now())
-            .unwrap_or_else(|reason| panic!("{}: {reason}", path.display()));
+        let message = nightcrier::ingest::message_for(
+            &host,
+            "kubernetes-mcp",
+            None,
+            std::fs::read(&path).unwrap(),
+            chrono::Utc::now(),
+        );
+        let decoded = decoder
+            .decode(&nightcrier::ingest::Received::new(message))
+            .await;
+        assert_eq!(
+            decoded.events.len(),
+            1,
+            "{}: {:?}",
+            path.display(),
+            decoded.rejected
+        );
     }
 }

@@ -75,6 +75,11 @@ pids_limit = 64
     path
 }
 
+/// The bundled plugins, for `ingest --plugins`.
+fn plugins() -> String {
+    crate::support::built_plugins().display().to_string()
+}
+
 fn cli(config: &Path, args: &[&str]) -> Output {
     Command::new(bin())
         .arg("-c")
@@ -196,6 +201,8 @@ async fn serve_investigates_ingested_events_in_containers() {
             &config,
             &[
                 "ingest",
+                "--plugins",
+                &plugins(),
                 "--source",
                 "kubernetes-mcp",
                 &example("crashloop.json"),
@@ -297,9 +304,17 @@ async fn an_incident_held_without_a_container_is_released_at_restart() {
     let config = write_config(dir.path(), &db.url, &instance);
     assert!(cli(&config, &["migrate"]).status.success());
     assert!(
-        cli(&config, &["ingest", &example("crashloop.json")])
-            .status
-            .success()
+        cli(
+            &config,
+            &[
+                "ingest",
+                "--plugins",
+                &plugins(),
+                &example("crashloop.json")
+            ]
+        )
+        .status
+        .success()
     );
     // what the previous process left: claimed under this instance, a lease far in the future
     let queue = db.queue().await;
@@ -341,9 +356,12 @@ async fn a_killed_nightcrier_reattaches_after_restart_and_completes() {
         .replace("restart count", "slow restart count");
     std::fs::write(&slow, event).unwrap();
     assert!(
-        cli(&config, &["ingest", slow.to_str().unwrap()])
-            .status
-            .success()
+        cli(
+            &config,
+            &["ingest", "--plugins", &plugins(), slow.to_str().unwrap()]
+        )
+        .status
+        .success()
     );
 
     let mut first = Server::start(&config);
@@ -412,6 +430,8 @@ window_seconds = 600
             &config,
             &[
                 "ingest",
+                "--plugins",
+                &plugins.display().to_string(),
                 "--source",
                 "kubernetes-mcp",
                 &example("crashloop.json"),

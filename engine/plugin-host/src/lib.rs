@@ -61,6 +61,16 @@ pub use kv::{KvFuture, KvStore, KvStoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES, Me
 pub use runtime::{CapabilitySet, PluginHost, PluginSummary, PostTriageVerdict, PreTriageVerdict};
 pub use scaffold::{NewPlugin, NewPluginOptions, PluginLang, new_plugin};
 
+/// `text` ready to show on a terminal or in a log line: control characters (newlines, escape
+/// sequences) escaped, plain text unchanged.
+pub fn escape_untrusted(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        std::borrow::Cow::Owned(text.chars().flat_map(char::escape_default).collect())
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// The WIT records as Rust types (generated from `wit/`).
 pub mod types {
     pub use crate::bindings::post_triage::exports::nightcrier::plugin::post_triage_processor::Outcome;

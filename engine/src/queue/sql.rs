@@ -16,7 +16,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{Ingested, JobOutcome, JobStatus, Lease, NewFaultEvent, SweepReport, Transition};
+use super::{
+    IngestBatch, Ingested, JobOutcome, JobStatus, KeyedEvent, KeyedPluginRun, Lease, NewRejected,
+    SweepReport, Transition,
+};
 use crate::store::entity::incidents;
 
 pub(super) const INGEST: Transition = Transition {
@@ -77,11 +80,8 @@ pub(super) const ALL_TRANSITIONS: [Transition; 11] = [
     RETRY,
 ];
 
-/// Rows per multi-row INSERT: 17 parameters a row stays under SQLite's 32,766 limit.
+/// Rows per multi-row INSERT: at 17 parameters a row it stays under SQLite's 32,766 limit.
 const INGEST_CHUNK: usize = 1000;
-
-/// Bound columns per `fault_events` row in [`ingest`].
-const EVENT_COLUMNS: usize = 17;
 
 /// How often a Postgres claim that lost a same-cluster race tries again before reporting
 /// "nothing claimable right now".
@@ -115,97 +115,267 @@ async fn begin_write(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTransac
     .await
 }
 
-pub(super) async fn ingest(
+/// Writes one ingest batch in one transaction: fault events and their pending incidents, dead
+/// letters and source-stage plugin runs. Rows are keyed by the ids the caller chose (derived from
+/// the message they came from), and a row whose id exists is left alone, so committing the same
+/// batch twice (a replayed spool, a retried commit whose first answer was lost) stores it once.
+/// Returns the incidents created, in event order.
+pub(super) async fn commit_batch(
     db: &DatabaseConnection,
-    events: &[NewFaultEvent],
+    batch: &IngestBatch,
 ) -> Result<Vec<Ingested>, DbErr> {
-    let ids: Vec<Ingested> = events
-        .iter()
-        // Time-ordered ids keep primary-key inserts at the right edge of the index.
-        .map(|_| Ingested {
-            event_id: Uuid::now_v7(),
-            incident_id: Uuid::now_v7(),
-        })
-        .collect();
     let backend = db.get_database_backend();
     let txn = begin_write(db).await?;
-    for (chunk, chunk_ids) in events.chunks(INGEST_CHUNK).zip(ids.chunks(INGEST_CHUNK)) {
-        let mut sql = String::from(
-            "INSERT INTO fault_events (id, fault_id, subscription_id, source, cluster, \
-             received_at, resource_api_version, resource_kind, resource_name, \
-             resource_namespace, resource_uid, fault_type, severity, context, timestamp, \
-             payload, labels) VALUES ",
-        );
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * EVENT_COLUMNS);
-        for (row, (event, id)) in chunk.iter().zip(chunk_ids).enumerate() {
-            if row > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            for column in 1..=EVENT_COLUMNS {
-                if column > 1 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&placeholder(backend, row * EVENT_COLUMNS + column));
-            }
-            sql.push(')');
-            let resource = event.resource.as_ref();
-            values.extend([
-                uuid_value(id.event_id),
-                event.fault_id.clone().into(),
-                event.subscription_id.clone().into(),
-                event.source.clone().into(),
-                event.cluster.clone().into(),
-                super::db_time(event.received_at).into(),
-                resource.map(|r| r.api_version.clone()).into(),
-                resource.map(|r| r.kind.clone()).into(),
-                resource.map(|r| r.name.clone()).into(),
-                resource.and_then(|r| r.namespace.clone()).into(),
-                resource.and_then(|r| r.uid.clone()).into(),
-                event.fault_type.clone().into(),
-                event.severity.clone().into(),
-                event.context.clone().into(),
-                event.timestamp.clone().into(),
-                event.payload.clone().into(),
-                json_map(&event.labels),
-            ]);
-        }
-        txn.execute_raw(stmt(&txn, &sql, values)).await?;
-
-        let mut sql = String::from(
-            "INSERT INTO incidents (id, fault_event_id, cluster, status, priority, labels, \
-             annotations, created_at, updated_at, attempts) VALUES ",
-        );
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
-        for (row, (event, id)) in chunk.iter().zip(chunk_ids).enumerate() {
-            if row > 0 {
-                sql.push_str(", ");
-            }
-            let p = |column: usize| placeholder(backend, row * 6 + column);
-            sql.push_str(&format!(
-                "({}, {}, {}, '{}', 0, {}, '{{}}', {}, {}, 0)",
-                p(1),
-                p(2),
-                p(3),
-                INGEST.to,
-                p(4),
-                p(5),
-                p(6)
-            ));
-            let received_at = super::db_time(event.received_at);
-            values.extend([
-                uuid_value(id.incident_id),
-                uuid_value(id.event_id),
-                event.cluster.clone().into(),
-                json_map(&event.labels),
-                received_at.into(),
-                received_at.into(),
-            ]);
-        }
-        txn.execute_raw(stmt(&txn, &sql, values)).await?;
+    let mut created = Vec::with_capacity(batch.events.len());
+    for chunk in batch.events.chunks(INGEST_CHUNK) {
+        insert_events(&txn, backend, chunk).await?;
+        created.extend(insert_incidents(&txn, backend, chunk).await?);
+    }
+    for chunk in batch.rejected.chunks(INGEST_CHUNK) {
+        insert_rejected(&txn, backend, chunk).await?;
+    }
+    for chunk in batch.plugin_runs.chunks(INGEST_CHUNK) {
+        insert_plugin_runs(&txn, backend, chunk).await?;
     }
     txn.commit().await?;
-    Ok(ids)
+    Ok(created)
+}
+
+/// `INSERT INTO table (columns) VALUES (…), (…) <suffix>` for `rows` rows of `columns.len()`
+/// placeholders.
+fn multi_row_insert(
+    backend: DbBackend,
+    table: &str,
+    columns: &[&str],
+    rows: usize,
+    suffix: &str,
+) -> String {
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 1..=columns.len() {
+            if column > 1 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&placeholder(backend, row * columns.len() + column));
+        }
+        sql.push(')');
+    }
+    sql.push(' ');
+    sql.push_str(suffix);
+    sql
+}
+
+const EVENT_COLUMNS: [&str; 17] = [
+    "id",
+    "fault_id",
+    "subscription_id",
+    "source",
+    "cluster",
+    "received_at",
+    "resource_api_version",
+    "resource_kind",
+    "resource_name",
+    "resource_namespace",
+    "resource_uid",
+    "fault_type",
+    "severity",
+    "context",
+    "timestamp",
+    "payload",
+    "labels",
+];
+
+async fn insert_events(
+    txn: &impl ConnectionTrait,
+    backend: DbBackend,
+    chunk: &[KeyedEvent],
+) -> Result<(), DbErr> {
+    let sql = multi_row_insert(
+        backend,
+        "fault_events",
+        &EVENT_COLUMNS,
+        chunk.len(),
+        "ON CONFLICT (id) DO NOTHING",
+    );
+    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * EVENT_COLUMNS.len());
+    for KeyedEvent { id, event } in chunk {
+        let resource = event.resource.as_ref();
+        values.extend([
+            uuid_value(*id),
+            event.fault_id.clone().into(),
+            event.subscription_id.clone().into(),
+            event.source.clone().into(),
+            event.cluster.clone().into(),
+            super::db_time(event.received_at).into(),
+            resource.map(|r| r.api_version.clone()).into(),
+            resource.map(|r| r.kind.clone()).into(),
+            resource.map(|r| r.name.clone()).into(),
+            resource.and_then(|r| r.namespace.clone()).into(),
+            resource.and_then(|r| r.uid.clone()).into(),
+            event.fault_type.clone().into(),
+            event.severity.clone().into(),
+            event.context.clone().into(),
+            event.timestamp.clone().into(),
+            event.payload.clone().into(),
+            json_map(&event.labels),
+        ]);
+    }
+    txn.execute_raw(stmt(txn, &sql, values)).await?;
+    Ok(())
+}
+
+/// Inserts the pending incidents of `chunk`'s events; an event that already has its incident
+/// (stored by an earlier commit of the same message) gets none. Returns those created.
+async fn insert_incidents(
+    txn: &impl ConnectionTrait,
+    backend: DbBackend,
+    chunk: &[KeyedEvent],
+) -> Result<Vec<Ingested>, DbErr> {
+    let mut sql = String::from(
+        "INSERT INTO incidents (id, fault_event_id, cluster, status, priority, labels, \
+         annotations, created_at, updated_at, attempts) VALUES ",
+    );
+    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
+    for (row, KeyedEvent { id, event }) in chunk.iter().enumerate() {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        let p = |column: usize| placeholder(backend, row * 6 + column);
+        sql.push_str(&format!(
+            "({}, {}, {}, '{}', 0, {}, '{{}}', {}, {}, 0)",
+            p(1),
+            p(2),
+            p(3),
+            INGEST.to,
+            p(4),
+            p(5),
+            p(6)
+        ));
+        let received_at = super::db_time(event.received_at);
+        values.extend([
+            // Time-ordered ids keep primary-key inserts at the right edge of the index.
+            uuid_value(Uuid::now_v7()),
+            uuid_value(*id),
+            event.cluster.clone().into(),
+            json_map(&event.labels),
+            received_at.into(),
+            received_at.into(),
+        ]);
+    }
+    sql.push_str(" ON CONFLICT (fault_event_id) DO NOTHING RETURNING id, fault_event_id");
+    let rows = txn.query_all_raw(stmt(txn, &sql, values)).await?;
+    let mut by_event = std::collections::HashMap::with_capacity(rows.len());
+    for row in rows {
+        let incident_id: String = row.try_get("", "id")?;
+        let event_id: String = row.try_get("", "fault_event_id")?;
+        let parse = |text: &str| {
+            Uuid::parse_str(text).map_err(|e| DbErr::Custom(format!("bad id {text}: {e}")))
+        };
+        by_event.insert(parse(&event_id)?, parse(&incident_id)?);
+    }
+    Ok(chunk
+        .iter()
+        .filter_map(|keyed| {
+            by_event.get(&keyed.id).map(|incident_id| Ingested {
+                event_id: keyed.id,
+                incident_id: *incident_id,
+            })
+        })
+        .collect())
+}
+
+const REJECTED_COLUMNS: [&str; 6] = [
+    "id",
+    "source",
+    "cluster",
+    "raw_payload",
+    "reason",
+    "received_at",
+];
+
+async fn insert_rejected(
+    txn: &impl ConnectionTrait,
+    backend: DbBackend,
+    chunk: &[NewRejected],
+) -> Result<(), DbErr> {
+    let sql = multi_row_insert(
+        backend,
+        "rejected_events",
+        &REJECTED_COLUMNS,
+        chunk.len(),
+        "ON CONFLICT (id) DO NOTHING",
+    );
+    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * REJECTED_COLUMNS.len());
+    for rejected in chunk {
+        values.extend([
+            uuid_value(rejected.id),
+            non_empty_or(&rejected.source, "unknown").into(),
+            rejected.cluster.clone().into(),
+            rejected.raw_payload.clone().into(),
+            non_empty_or(&rejected.reason, "unspecified").into(),
+            super::db_time(rejected.received_at).into(),
+        ]);
+    }
+    txn.execute_raw(stmt(txn, &sql, values)).await?;
+    Ok(())
+}
+
+fn non_empty_or(text: &str, fallback: &str) -> String {
+    if text.trim().is_empty() {
+        fallback.to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+const PLUGIN_RUN_COLUMNS: [&str; 9] = [
+    "id",
+    "incident_id",
+    "stage",
+    "plugin",
+    "plugin_version",
+    "outcome",
+    "duration_us",
+    "error",
+    "created_at",
+];
+
+async fn insert_plugin_runs(
+    txn: &impl ConnectionTrait,
+    backend: DbBackend,
+    chunk: &[KeyedPluginRun],
+) -> Result<(), DbErr> {
+    let sql = multi_row_insert(
+        backend,
+        "plugin_runs",
+        &PLUGIN_RUN_COLUMNS,
+        chunk.len(),
+        "ON CONFLICT (id) DO NOTHING",
+    );
+    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * PLUGIN_RUN_COLUMNS.len());
+    for KeyedPluginRun { id, run, at } in chunk {
+        values.extend([
+            uuid_value(*id),
+            run.incident_id
+                .map(uuid_value)
+                .unwrap_or(Value::String(None)),
+            run.stage.to_owned().into(),
+            run.plugin.clone().into(),
+            run.plugin_version.clone().into(),
+            run.outcome.clone().into(),
+            i64::try_from(run.duration.as_micros())
+                .unwrap_or(i64::MAX)
+                .into(),
+            run.error.clone().into(),
+            super::db_time(*at).into(),
+        ]);
+    }
+    txn.execute_raw(stmt(txn, &sql, values)).await?;
+    Ok(())
 }
 
 /// The `n`th bind placeholder. SQLite looks named parameters (`$N`) up by a linear scan, which
