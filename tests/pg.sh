@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts (or stops) a throwaway PostgreSQL server for the tests, independent of any system
-# cluster. `start` prints `export NIGHTCRIER_TEST_PG_URL=...` for eval; `stop DIR` stops it.
+# cluster. `start` prints `export NIGHTCRIER_TEST_PG_URL=...` for eval; `stop DIR` stops it;
+# `halt DIR` / `resume DIR` stop and restart it with its data (outage tests).
 set -euo pipefail
 
 find_bindir() {
@@ -44,6 +45,7 @@ start)
         -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
     "${run[@]}" "$bindir/createdb" -h 127.0.0.1 -p "$port" -U nightcrier nightcrier_test
+    echo "$port" >"$dir/port"
     echo "export NIGHTCRIER_TEST_PG_URL=postgres://nightcrier@127.0.0.1:$port/nightcrier_test"
     echo "export NIGHTCRIER_TEST_PG_DIR=$dir"
     ;;
@@ -55,8 +57,26 @@ stop)
     "${run[@]}" "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
     rm -rf "$dir"
     ;;
+halt)
+    # stops the server (connections cut) but keeps its data, for outage tests
+    dir=${2:?usage: pg.sh halt DIR}
+    bindir=$(find_bindir)
+    run=()
+    [ "$(id -u)" = 0 ] && run=(runuser -u postgres --)
+    "${run[@]}" "$bindir/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
+    ;;
+resume)
+    dir=${2:?usage: pg.sh resume DIR}
+    bindir=$(find_bindir)
+    port=$(cat "$dir/port")
+    run=()
+    [ "$(id -u)" = 0 ] && run=(runuser -u postgres --)
+    "${run[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200" start >/dev/null \
+        || { cat "$dir/server.log" >&2; exit 1; }
+    ;;
 *)
-    echo "usage: tests/pg.sh start | stop DIR" >&2
+    echo "usage: tests/pg.sh start | stop DIR | halt DIR | resume DIR" >&2
     exit 2
     ;;
 esac

@@ -48,6 +48,16 @@ pub enum Command {
         #[arg(long)]
         plugins: Option<PathBuf>,
     },
+    /// Show every feed of the running `serve` (MCP subscriptions per cluster, webhook and poll
+    /// sources): phase, since when, events received, the last error; and the ingest counters.
+    Clusters {
+        /// The `serve` to ask [default: the `[http] listen` address of the config].
+        #[arg(long)]
+        url: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect, check and create plugins.
     Plugins {
         /// What to do.
@@ -225,6 +235,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::server::run(settings, crate::server::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Clusters { url, json } => clusters(url, settings.listen, json).await,
         Command::Plugins { action } => plugins(action, settings.plugins.take()).await,
         Command::Tail { id, follow } => {
             let mut out = tokio::io::stdout();
@@ -382,6 +393,94 @@ async fn plugins(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn clusters(
+    url: Option<String>,
+    listen: std::net::SocketAddr,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let base = url.unwrap_or_else(|| {
+        // A wildcard listen address is reached on loopback.
+        let mut address = listen;
+        if address.ip().is_unspecified() {
+            address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{address}")
+    });
+    let endpoint = format!("{}/api/v1/clusters", base.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .get(&endpoint)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach serve at {base} (is it running?)"))?;
+    if !response.status().is_success() {
+        anyhow::bail!("{endpoint} answered HTTP {}", response.status());
+    }
+    let view: serde_json::Value = response.json().await.context("unreadable answer")?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &view)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let text = |value: &serde_json::Value| -> String {
+        let shown = match value {
+            serde_json::Value::String(text) => text.clone(),
+            serde_json::Value::Null => "-".to_owned(),
+            other => other.to_string(),
+        };
+        nightcrier_plugin_host::escape_untrusted(&shown).into_owned()
+    };
+    let time = |value: &serde_json::Value| -> String {
+        value
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| {
+                t.with_timezone(&Utc)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    writeln!(
+        out,
+        "{:<24}  {:<7}  {:<16}  {:<11}  {:<19}  {:>8}  {:<19}  LAST ERROR",
+        "NAME", "KIND", "SOURCE", "PHASE", "SINCE", "EVENTS", "LAST EVENT"
+    )?;
+    for feed in view["feeds"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{:<24}  {:<7}  {:<16}  {:<11}  {:<19}  {:>8}  {:<19}  {}",
+            text(&feed["name"]),
+            text(&feed["kind"]),
+            text(&feed["source"]),
+            text(&feed["phase"]),
+            time(&feed["phase_since"]),
+            text(&feed["events_received"]),
+            time(&feed["last_event_at"]),
+            text(&feed["last_error"]),
+        )?;
+    }
+    let ingest = &view["ingest"];
+    writeln!(
+        out,
+        "\ningest: {} received, {} events, {} rejected, {} spooled, {} replayed, {} dropped, spool {} bytes{}",
+        text(&ingest["received"]),
+        text(&ingest["events"]),
+        text(&ingest["rejected"]),
+        text(&ingest["spooled"]),
+        text(&ingest["replayed"]),
+        text(&ingest["dropped"]),
+        text(&ingest["spool_bytes"]),
+        if ingest["accepting"] == false {
+            " (database unreachable: spooling)"
+        } else {
+            ""
+        }
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn open_queue(config: &StoreConfig) -> anyhow::Result<Queue> {

@@ -14,6 +14,8 @@ use nightcrier_agent::{AgentProfile, AgentProfileConfig, BreakerConfig, RunnerCo
 use nightcrier_plugin_host::PluginsConfig;
 use serde::Deserialize;
 
+mod feeds;
+
 use crate::queue::WorkerConfig;
 use crate::store::{DEFAULT_DATABASE_URL, StoreConfig};
 
@@ -21,6 +23,14 @@ use crate::store::{DEFAULT_DATABASE_URL, StoreConfig};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Folder for the spool and other state of this instance (default `./data`).
+    pub data_dir: Option<PathBuf>,
+    /// `[http]`: the listener for webhooks, health, metrics and the API.
+    #[serde(default)]
+    pub http: feeds::RawHttp,
+    /// `[intake]`: batching, the spool, MCP timings, webhook and poll sources.
+    #[serde(default)]
+    pub intake: feeds::RawIntake,
     /// `[database]`
     #[serde(default)]
     pub database: RawDatabase,
@@ -73,7 +83,8 @@ fn yes() -> bool {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWorkers {
-    /// Investigations at once in this process (default 2).
+    /// Investigations at once in this process (default 2); 0 runs no agents (an instance that
+    /// only receives and pre-triages).
     pub concurrency: Option<usize>,
     /// Lease length in seconds (default 60).
     pub lease_secs: Option<u64>,
@@ -123,6 +134,8 @@ pub struct RawCluster {
     /// Whether the agent may read secrets (helm) in this cluster.
     #[serde(default)]
     pub secrets_access_allowed: bool,
+    /// The cluster's kubernetes-mcp-server (`mcp.url = …` or `[clusters.mcp]`).
+    pub mcp: Option<feeds::RawMcp>,
 }
 
 /// Validated settings.
@@ -148,6 +161,14 @@ pub struct Settings {
     pub plugins: Option<PluginsConfig>,
     /// How long ended incidents' workspaces are kept; `None` keeps them forever.
     pub workspace_retention: Option<Duration>,
+    /// Where the spool and other instance state live.
+    pub data_dir: PathBuf,
+    /// The HTTP listener's address.
+    pub listen: std::net::SocketAddr,
+    /// Batching and spooling of the ingest path.
+    pub ingest: crate::ingest::IngestConfig,
+    /// Feeds: MCP timings, webhook and poll sources.
+    pub intake: crate::feed::IntakeSettings,
 }
 
 /// Per-cluster settings.
@@ -159,6 +180,8 @@ pub struct ClusterSettings {
     pub agent_profile: Option<String>,
     /// Whether secrets may be read.
     pub secrets_access_allowed: bool,
+    /// The cluster's MCP feed.
+    pub mcp: Option<crate::feed::McpSettings>,
 }
 
 const BUILT_IN_PROFILES: [&str; 4] = ["claude", "codex", "gemini", "goose"];
@@ -189,9 +212,6 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
 
     let defaults = WorkerConfig::default();
     let concurrency = raw.workers.concurrency.unwrap_or(2);
-    if concurrency == 0 {
-        bail!("workers.concurrency must be at least 1");
-    }
     let lease_secs = raw.workers.lease_secs.unwrap_or(60);
     if lease_secs < 3 {
         bail!("workers.lease_secs must be at least 3 (got {lease_secs})");
@@ -265,10 +285,16 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         None => DEFAULT_SYSTEM_PROMPT.to_owned(),
     };
 
+    let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+    let intake = feeds::intake(&raw.http, &raw.intake, &data_dir)?;
+
     let mut clusters = BTreeMap::new();
     for (index, cluster) in raw.clusters.into_iter().enumerate() {
-        if cluster.name.trim().is_empty() {
-            bail!("clusters[{index}].name must not be empty");
+        if !crate::ingest::validate::is_cluster_name(&cluster.name) {
+            bail!(
+                "clusters[{index}].name {:?} is not a valid cluster name (letters, digits, '.', '_', ':', '@', '-'; up to 253)",
+                cluster.name
+            );
         }
         if let Some(profile) = &cluster.agent_profile
             && !profiles.contains_key(profile)
@@ -283,10 +309,19 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
                 path.display()
             );
         }
+        let mcp = match &cluster.mcp {
+            Some(mcp) => Some(feeds::mcp(
+                &format!("clusters[{index}].mcp"),
+                mcp,
+                &intake.settings.mcp,
+            )?),
+            None => None,
+        };
         let settings = ClusterSettings {
             kubeconfig: cluster.kubeconfig,
             agent_profile: cluster.agent_profile,
             secrets_access_allowed: cluster.secrets_access_allowed,
+            mcp,
         };
         if clusters.insert(cluster.name.clone(), settings).is_some() {
             bail!("clusters[{index}].name `{}` appears twice", cluster.name);
@@ -307,6 +342,10 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
             0 => None,
             hours => Some(Duration::from_secs(hours.saturating_mul(3600))),
         },
+        data_dir,
+        listen: intake.listen,
+        ingest: intake.ingest,
+        intake: intake.settings,
     })
 }
 
@@ -381,7 +420,6 @@ mod tests {
     #[test]
     fn mistakes_name_their_key() {
         assert!(error_of("[workers]\nconcurency = 2").contains("concurency"));
-        assert!(error_of("[workers]\nconcurrency = 0").contains("workers.concurrency"));
         assert!(error_of("[agent]\ndefault_profile = \"nope\"").contains("agent.default_profile"));
         assert!(
             error_of("[[clusters]]\nname = \"a\"\nagent_profile = \"x\"")

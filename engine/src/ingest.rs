@@ -418,6 +418,15 @@ impl Writer {
     /// be reached the items come back; if it can but refuses the batch, each message is
     /// committed alone so that one bad message cannot hold the others back.
     async fn commit(&mut self, items: Vec<Item>) -> Result<(), Unreachable> {
+        // A caller that stopped waiting (a webhook answered 503 on its timeout) must not have
+        // its message stored behind its back: the sender will send it again.
+        let items: Vec<Item> = items
+            .into_iter()
+            .filter(|item| !item.reply.as_ref().is_some_and(|reply| reply.is_closed()))
+            .collect();
+        if items.is_empty() {
+            return Ok(());
+        }
         let mut batch = IngestBatch::default();
         let mut parts = Vec::with_capacity(items.len());
         for item in &items {
@@ -676,7 +685,12 @@ impl Writer {
                 if let Some(spool) = self.spool.as_mut() {
                     spool.consume(cursor, 0);
                 }
-                self.leave_spooling();
+                // Nothing to replay proves nothing about the database: ask it first.
+                if self.store_reachable().await {
+                    self.leave_spooling();
+                } else {
+                    self.retry_later(delay, false);
+                }
                 return;
             }
             let count = records.len();

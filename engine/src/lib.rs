@@ -5,6 +5,9 @@
 //! - [`queue`]: the `incidents` table as a job queue with leases; one agent per cluster.
 //! - [`ingest`]: message → source plugin decode → validated events, committed in groups, or dead
 //!   letters; the spool for database outages. The one path `serve` and `ingest` share.
+//! - [`feed`]: which feeds `serve` runs (MCP per cluster, webhook routes, poll loops) and the
+//!   engine side of intake ([`feed::EngineDeliver`]).
+//! - [`http`]: the HTTP listener (health, metrics, feed state, webhooks).
 //! - [`config`]: the TOML config file → validated `Settings`.
 //! - [`server`]: `nightcrier serve`: pre-triage, workers, sweeper, container recovery, drain.
 //! - [`triage`]: the pre-triage stage (`PreTriage`, `Decision`).
@@ -20,6 +23,8 @@ pub mod agent;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod feed;
+pub mod http;
 pub mod ingest;
 pub mod plugin;
 pub mod queue;

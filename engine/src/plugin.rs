@@ -79,12 +79,53 @@ impl KvStore for DbKv {
     }
 }
 
+/// A plugin file that was refused at load, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedPlugin {
+    /// Its id (file name without `.wasm`).
+    pub id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Loaded plugins and the ones refused.
+pub struct LoadedPlugins {
+    /// The host with every plugin that loaded.
+    pub host: PluginHost,
+    /// The files refused.
+    pub refused: Vec<RefusedPlugin>,
+}
+
 /// Loads the plugins of `config`, logging each refused file; the engine keeps serving with the
-/// others.
-pub async fn load(config: PluginsConfig, store: &Store) -> anyhow::Result<PluginHost> {
+/// others (a feed whose source plugin was refused is reported and not started).
+pub async fn load(config: PluginsConfig, store: &Store) -> anyhow::Result<LoadedPlugins> {
     let dir = config.dir.clone();
-    let loaded = PluginHost::load(config, Arc::new(DbKv::new(store.clone()))).await?;
-    report(loaded, &dir)
+    let (host, refused) = PluginHost::load(config, Arc::new(DbKv::new(store.clone()))).await?;
+    for error in &refused {
+        tracing::error!(plugin = %error.plugin_id(), error = %error, "plugin refused");
+    }
+    tracing::info!(dir = %dir.display(), loaded = host.plugins().len(), refused = refused.len(), "plugins ready");
+    Ok(LoadedPlugins {
+        host,
+        refused: refused
+            .iter()
+            .map(|error| RefusedPlugin {
+                id: error.plugin_id(),
+                reason: error.to_string(),
+            })
+            .collect(),
+    })
+}
+
+/// A host with no plugins, for an engine run without a plugin folder.
+pub async fn no_plugins(store: &Store) -> anyhow::Result<PluginHost> {
+    let (host, _) = PluginHost::load_files(
+        PluginsConfig::new(std::path::PathBuf::new()),
+        Arc::new(DbKv::new(store.clone())),
+        &[],
+    )
+    .await?;
+    Ok(host)
 }
 
 /// Loads the one source plugin `id` from the folder of `config`: that plugin, or an error that
@@ -111,20 +152,6 @@ pub async fn load_source(
         ),
         None => anyhow::bail!("plugin `{id}` did not load"),
     }
-}
-
-fn report(
-    (host, refused): (PluginHost, Vec<nightcrier_plugin_host::LoadError>),
-    dir: &std::path::Path,
-) -> anyhow::Result<PluginHost> {
-    for error in &refused {
-        tracing::error!(error = %error, "plugin refused");
-    }
-    for plugin in host.plugins() {
-        tracing::info!(plugin = %plugin.label(), world = ?plugin.world, "plugin loaded");
-    }
-    tracing::info!(dir = %dir.display(), loaded = host.plugins().len(), refused = refused.len(), "plugins ready");
-    Ok(host)
 }
 
 fn severity(text: &str) -> types::Severity {

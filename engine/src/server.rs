@@ -18,7 +18,8 @@ use crate::agent::{
     log_breaker_event,
 };
 use crate::config::Settings;
-use crate::plugin::PluginPreTriage;
+use crate::ingest::{Decoder, Ingestor};
+use crate::plugin::{PluginPreTriage, RefusedPlugin};
 use crate::queue::{JobOutcome, JobStatus, Lease, ListFilter, Queue, run_workers};
 use crate::store::Store;
 use crate::triage::PreTriage;
@@ -34,52 +35,82 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     } else {
         store.ensure_migrated().await?;
     }
-    let plugins = match settings.plugins.clone() {
-        Some(config) => Some(crate::plugin::load(config, &store).await?),
-        None => None,
-    };
-    if let Some(host) = &plugins {
-        for source in host.chain(nightcrier_plugin_host::World::Source) {
-            tracing::warn!(plugin = %source, "source plugin loaded, but serve has no network transport for it yet; feed its input with `nightcrier ingest --source`");
+    let (plugins, refused) = match settings.plugins.clone() {
+        Some(config) => {
+            let loaded = crate::plugin::load(config, &store).await?;
+            (Some(loaded.host), loaded.refused)
         }
-    }
+        None => (None, Vec::new()),
+    };
     let pre_triage = PluginPreTriage::new(plugins.clone(), store.clone());
-    serve(settings, store, plugins, pre_triage, shutdown).await
+    serve(settings, store, plugins, refused, pre_triage, shutdown).await
 }
 
 async fn serve<P: PreTriage>(
     settings: Settings,
     store: Store,
     plugins: Option<PluginHost>,
+    refused: Vec<RefusedPlugin>,
     pre_triage: P,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let queue = Queue::new(store.clone());
-    let runner = DockerRunner::connect(
-        settings.runner.clone(),
-        Arc::new(DbRecorder::new(store.clone())),
-        Arc::new(DbBreakerStore::new(store.clone())),
-    )
-    .await
-    .context("failed to reach the Docker engine")?;
+    // Bound first: an address in use stops start-up before anything runs.
+    let listener = crate::http::bind(settings.listen).await?;
+    // An instance with no worker slots only receives and pre-triages: it needs no Docker.
+    let runner = if settings.workers.concurrency > 0 {
+        Some(
+            DockerRunner::connect(
+                settings.runner.clone(),
+                Arc::new(DbRecorder::new(store.clone())),
+                Arc::new(DbBreakerStore::new(store.clone())),
+            )
+            .await
+            .context("failed to reach the Docker engine")?,
+        )
+    } else {
+        tracing::info!("workers.concurrency is 0: this instance runs no agents");
+        None
+    };
     tracing::info!(database = store.display_url(), instance = %settings.runner.instance_id, "nightcrier serving");
+
+    // Intake: the ingest path (replaying a spool left by a crash first), the feeds and the
+    // HTTP listener. Stopped first at shutdown, so every message received is committed or
+    // spooled before the process ends.
+    let decoder_host = match &plugins {
+        Some(host) => host.clone(),
+        None => crate::plugin::no_plugins(&store).await?,
+    };
+    let decoder = Decoder::new(decoder_host, settings.clusters.keys().cloned().collect());
+    let ingest_stop = CancellationToken::new();
+    let (ingestor, ingest_task) = Ingestor::start(
+        queue.clone(),
+        decoder,
+        settings.ingest.clone(),
+        ingest_stop.clone(),
+    )?;
+    let intake_stop = CancellationToken::new();
+    let mut intake_tasks = JoinSet::new();
+    let feeds = crate::feed::start(
+        &settings.clusters,
+        &settings.intake,
+        plugins.as_ref(),
+        &refused,
+        &ingestor,
+        &intake_stop,
+        &mut intake_tasks,
+    )?;
+    let router = crate::http::router(
+        crate::http::HttpContext {
+            feeds: feeds.registry,
+            ingest: ingestor.clone(),
+        },
+        feeds.webhooks,
+    );
+    intake_tasks.spawn(crate::http::serve(listener, router, intake_stop.clone()));
 
     let token = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    recover(&queue, &runner, &settings, &mut tasks).await?;
-
-    let investigator = AgentInvestigator::new(
-        runner.clone(),
-        store.clone(),
-        InvestigatorSettings {
-            profiles: settings.profiles.clone(),
-            default_profile: settings.default_profile.clone(),
-            system_prompt: settings.system_prompt.clone(),
-            clusters: settings.clusters.clone(),
-            workspace_root: settings.runner.workspace_root.clone(),
-        },
-        plugins,
-    );
     tasks.spawn(crate::triage::run(
         queue.clone(),
         settings.workers.owner.clone(),
@@ -87,12 +118,27 @@ async fn serve<P: PreTriage>(
         settings.workers.poll_interval,
         token.clone(),
     ));
-    tasks.spawn(run_workers(
-        queue.clone(),
-        settings.workers.clone(),
-        Arc::new(investigator),
-        token.clone(),
-    ));
+    if let Some(runner) = runner {
+        recover(&queue, &runner, &settings, &mut tasks).await?;
+        let investigator = AgentInvestigator::new(
+            runner.clone(),
+            store.clone(),
+            InvestigatorSettings {
+                profiles: settings.profiles.clone(),
+                default_profile: settings.default_profile.clone(),
+                system_prompt: settings.system_prompt.clone(),
+                clusters: settings.clusters.clone(),
+                workspace_root: settings.runner.workspace_root.clone(),
+            },
+            plugins,
+        );
+        tasks.spawn(run_workers(
+            queue.clone(),
+            settings.workers.clone(),
+            Arc::new(investigator),
+            token.clone(),
+        ));
+    }
     if let Some(keep) = settings.workspace_retention {
         tasks.spawn(crate::retention::prune_loop(
             queue.clone(),
@@ -104,7 +150,14 @@ async fn serve<P: PreTriage>(
     }
 
     shutdown.await;
-    tracing::info!("shutting down: no new claims; waiting for running investigations");
+    tracing::info!("shutting down: feeds stop, received messages are committed or spooled");
+    intake_stop.cancel();
+    while intake_tasks.join_next().await.is_some() {}
+    ingest_stop.cancel();
+    if let Err(error) = ingest_task.await {
+        tracing::error!(error = %error, "the ingest writer failed");
+    }
+    tracing::info!("no new claims; waiting for running investigations");
     token.cancel();
     while tasks.join_next().await.is_some() {}
     store.close().await?;

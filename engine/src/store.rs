@@ -197,6 +197,10 @@ impl Store {
                 let db = connect(options).await?;
                 let mut options = base_options(&config.url);
                 options.max_connections(pool_size.div_ceil(2));
+                // Ingest notices an outage within seconds and spools, instead of holding
+                // messages while a connection attempt waits out the default 30 s.
+                options.connect_timeout(Duration::from_secs(5));
+                options.acquire_timeout(Duration::from_secs(5));
                 let ingest_db = connect(options).await?;
                 Ok(Self {
                     ingest_db,

@@ -4,6 +4,7 @@
 
 mod cli;
 mod examples;
+mod intake;
 mod migrations;
 mod queue;
 mod queue_concurrency;

@@ -134,3 +134,7 @@ pub(crate) fn built_plugins() -> std::path::PathBuf {
         })
         .clone()
 }
+
+pub(crate) mod fake_kms;
+pub(crate) mod postgres_server;
+pub(crate) mod process;

@@ -78,6 +78,27 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// The id of the refused plugin (its file name without `.wasm`).
+    pub fn plugin_id(&self) -> String {
+        let stem = |path: &PathBuf| {
+            path.file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        match self {
+            LoadError::Read { path, .. }
+            | LoadError::Corrupt { path, .. }
+            | LoadError::NoWorld { path, .. }
+            | LoadError::UnsupportedVersion { path, .. }
+            | LoadError::Link { path, .. }
+            | LoadError::Cache { path, .. } => stem(path),
+            LoadError::MissingGrant { id, .. } => id.clone(),
+            LoadError::Describe { plugin, .. } => plugin.trim_end_matches(".wasm").to_owned(),
+        }
+    }
+}
+
 /// A capability a plugin requested and the config key (`allowed_hosts`, `env`, `read_only_dirs`) that grants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingGrant {

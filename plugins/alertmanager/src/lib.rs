@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use alertmanager_alerts::{AlertParts, event_of};
 use nightcrier_plugin_sdk::{
-    DecodeError, Envelope, FaultEvent, Feed, PluginInfo, ResourceRef, Severity, Source, SourceInfo,
-    WebhookFeed, export_source,
+    DecodeError, Envelope, FaultEvent, Feed, PluginInfo, Source, SourceInfo, WebhookFeed,
+    export_source,
 };
 use serde::Deserialize;
 
@@ -32,37 +33,6 @@ struct Alert {
     fingerprint: String,
 }
 
-/// Picks the Kubernetes object an alert is about from the usual kube-state-metrics labels.
-fn resource_of(labels: &BTreeMap<String, String>) -> ResourceRef {
-    let namespace = labels.get("namespace").cloned();
-    let pick = |key: &str, api_version: &str, kind: &str| {
-        labels.get(key).map(|name| ResourceRef {
-            api_version: api_version.to_owned(),
-            kind: kind.to_owned(),
-            name: name.clone(),
-            namespace: if kind == "Node" {
-                None
-            } else {
-                namespace.clone()
-            },
-            uid: labels.get("uid").cloned(),
-        })
-    };
-    pick("pod", "v1", "Pod")
-        .or_else(|| pick("deployment", "apps/v1", "Deployment"))
-        .or_else(|| pick("statefulset", "apps/v1", "StatefulSet"))
-        .or_else(|| pick("daemonset", "apps/v1", "DaemonSet"))
-        .or_else(|| pick("job_name", "batch/v1", "Job"))
-        .or_else(|| pick("node", "v1", "Node"))
-        .unwrap_or_else(|| ResourceRef {
-            api_version: String::new(),
-            kind: "Alert".to_owned(),
-            name: labels.get("alertname").cloned().unwrap_or_default(),
-            namespace,
-            uid: None,
-        })
-}
-
 /// Decode a webhook body; resolved alerts are left out.
 pub fn decode_webhook(body: &[u8], cluster: Option<&str>) -> Result<Vec<FaultEvent>, DecodeError> {
     let webhook: Webhook = serde_json::from_slice(body)
@@ -75,45 +45,15 @@ pub fn decode_webhook(body: &[u8], cluster: Option<&str>) -> Result<Vec<FaultEve
     {
         let mut labels = webhook.common_labels.clone();
         labels.extend(alert.labels);
-        let fault_type = labels
-            .get("alertname")
-            .cloned()
-            .unwrap_or_else(|| "Alert".to_owned());
-        let severity = labels
-            .get("severity")
-            .and_then(|severity| Severity::parse(severity))
-            .unwrap_or(Severity::Warning);
-        let cluster = cluster
-            .filter(|cluster| !cluster.is_empty())
-            .map(str::to_owned)
-            .or_else(|| labels.get("cluster").cloned())
-            .unwrap_or_default();
-        let context = alert
-            .annotations
-            .get("description")
-            .or_else(|| alert.annotations.get("summary"))
-            .or_else(|| alert.annotations.get("message"))
-            .cloned()
-            .unwrap_or_default();
-        let fault_id = if alert.fingerprint.is_empty() {
-            labels
-                .iter()
-                .map(|(key, value)| format!("{key}={value}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        } else {
-            alert.fingerprint
-        };
-        events.push(FaultEvent {
-            fault_id,
+        events.push(event_of(
+            AlertParts {
+                labels,
+                annotations: alert.annotations,
+                starts_at: alert.starts_at,
+                fingerprint: alert.fingerprint,
+            },
             cluster,
-            resource: resource_of(&labels),
-            fault_type,
-            severity,
-            context,
-            timestamp: alert.starts_at,
-            labels: labels.into_iter().collect(),
-        });
+        ));
     }
     Ok(events)
 }
@@ -144,6 +84,7 @@ export_source!(Alertmanager);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nightcrier_plugin_sdk::Severity;
 
     #[test]
     fn one_event_per_firing_alert() {
