@@ -79,6 +79,7 @@ async fn workers_drain_the_queue_and_stop_on_shutdown() {
             queue.clone(),
             config(Duration::from_secs(30)),
             agent.clone(),
+            Vec::new(),
             shutdown.clone(),
         ));
         wait_for("all incidents resolved", async || {
@@ -109,6 +110,7 @@ async fn leases_are_renewed_while_an_investigation_outlives_them() {
             queue.clone(),
             config(Duration::from_millis(500)),
             agent.clone(),
+            Vec::new(),
             shutdown.clone(),
         ));
         wait_for("the slow incident resolved", async || {
@@ -147,6 +149,7 @@ async fn a_lost_lease_cancels_the_investigation() {
             queue.clone(),
             cfg,
             agent.clone(),
+            Vec::new(),
             shutdown.clone(),
         ));
         wait_for("the incident claimed", async || {
