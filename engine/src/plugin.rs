@@ -98,7 +98,13 @@ fn report(
     dir: &std::path::Path,
 ) -> anyhow::Result<PluginHost> {
     for error in &refused {
-        tracing::error!(error = %error, "plugin refused");
+        match error {
+            // The operator did not grant what the plugin asks for: a choice, not a fault.
+            nightcrier_plugin_host::LoadError::MissingGrant { id, .. } => {
+                tracing::warn!(plugin = %id, reason = %error, "plugin disabled");
+            }
+            _ => tracing::error!(error = %error, "plugin refused"),
+        }
     }
     for plugin in host.plugins() {
         tracing::info!(plugin = %plugin.label(), world = ?plugin.world, "plugin loaded");

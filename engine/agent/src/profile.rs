@@ -296,7 +296,7 @@ pub enum ProfileProblem {
         reason: String,
     },
     /// The image is not present and could not be pulled.
-    #[error("agent profile {profile}: image {image} is not present in the Docker engine: {reason}")]
+    #[error("agent profile {profile}: image {image} is missing: {reason}")]
     Image {
         /// Profile name.
         profile: String,

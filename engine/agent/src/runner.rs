@@ -391,14 +391,19 @@ impl DockerRunner {
         let image = if pull {
             self.ensure_image(&profile.image)
                 .await
-                .map_err(|error| error.to_string())
+                .map_err(|error| match error {
+                    AgentError::ImageUnavailable { reason, .. } => {
+                        format!("not present locally and could not be pulled: {reason}")
+                    }
+                    other => other.to_string(),
+                })
         } else {
             self.inner
                 .docker
                 .inspect_image(&profile.image)
                 .await
                 .map(|_| ())
-                .map_err(|error| error.to_string())
+                .map_err(|error| format!("not present locally: {error}"))
         };
         if let Err(reason) = image {
             problems.push(ProfileProblem::Image {
@@ -1303,7 +1308,10 @@ fn not_ready(profile: &AgentProfile, error: AgentError, masker: &SecretMasker) -
             FailureReason::NotReady(ProfileProblem::Image {
                 profile: profile.name.clone(),
                 image,
-                reason: masker.mask_str(&reason).into_owned(),
+                reason: format!(
+                    "not present locally and could not be pulled: {}",
+                    masker.mask_str(&reason)
+                ),
             })
         }
         other => FailureReason::Harness(masker.mask_str(&other.to_string()).into_owned()),
