@@ -497,7 +497,7 @@ async fn a_reattached_run_that_loses_its_lease_is_stopped() {
         let mut second = Server::start(&config);
         second
             .wait_for("the re-attached run", Duration::from_secs(60), || {
-                server_log(&config).contains("resuming the re-attached agent run")
+                server_log(&config).contains("re-attached to a running agent")
             })
             .await;
         assert_eq!(containers_of(&instance).len(), 1);
@@ -712,13 +712,22 @@ async fn a_secret_lost_while_serving_keeps_incidents_queued_until_it_is_back() {
             .success()
     );
     server
-        .wait_for("the not-ready alert", Duration::from_secs(60), || {
-            server_log(&config).contains("agent profile is not ready")
+        .wait_for("the incident claimed once", Duration::from_secs(60), || {
+            incidents(&config)[0]["attempts"].as_i64() >= Some(1)
         })
         .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let incident = &incidents(&config)[0];
-    assert_eq!(incident["status"], "queued", "{incident}");
+    assert_eq!(
+        incident["status"], "queued",
+        "a missing secret must not fail the incident: {incident}"
+    );
+    assert_eq!(incident["attempts"], 1, "claims are held: {incident}");
+    assert!(
+        server_log(&config).contains("agent profile is not ready"),
+        "{}",
+        server_log(&config)
+    );
     assert!(
         incident["failure_reason"]
             .as_str()
