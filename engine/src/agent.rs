@@ -1,26 +1,28 @@
 //! Glue between the queue and the Docker agent runtime (`nightcrier-agent`): the database
 //! implementations of its persistence traits, and [`AgentInvestigator`], which runs an incident's
-//! agent and turns its outcome into a [`JobOutcome`].
+//! agent (or drives one re-attached after a restart), hands the result to post-triage, turns the
+//! outcome into a [`JobOutcome`], and holds claims while a profile cannot run.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use futures::future::BoxFuture;
 use nightcrier_agent::{
     AgentOutcome, AgentProfile, AgentRequest, BreakerEvent, BreakerState, BreakerStateStore,
     DockerRunner, ExecutionFinish, ExecutionRecorder, ExecutionStart, FailureReason, IncidentInput,
-    IncidentStatus, PermissionsSource,
+    IncidentStatus, PendingRun, PermissionsSource, ProfileProblem,
 };
 use sea_orm::{ConnectionTrait, Statement};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::ClusterSettings;
 use crate::queue::{Incident, Investigate, JobOutcome, Lease};
-use crate::store::{NewExecution, NewReport, Store};
-use nightcrier_plugin_host::PluginHost;
+use crate::store::{NewExecution, Store};
+use crate::triage::PostTriage;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -172,34 +174,66 @@ pub struct InvestigatorSettings {
     pub system_prompt: String,
     /// Per-cluster settings.
     pub clusters: BTreeMap<String, ClusterSettings>,
-    /// The workspace root (to read the report back).
-    pub workspace_root: PathBuf,
 }
 
-/// Runs the agent of an incident in Docker and stores its report.
+/// How often a profile found not ready is checked again.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often the error about a profile still not ready is repeated.
+const REALERT_EVERY: Duration = Duration::from_secs(60);
+
+/// A profile that cannot run (a secret or its image went missing after start-up): while any is,
+/// no incident is claimed, so none is failed for it.
+struct NotReady {
+    profile: AgentProfile,
+    problems: Vec<ProfileProblem>,
+    next_check: Instant,
+    next_alert: Instant,
+}
+
+/// Runs the agent of an incident in Docker (or drives the run re-attached after a restart) and
+/// hands its result to post-triage.
 #[derive(Clone)]
 pub struct AgentInvestigator {
     runner: DockerRunner,
     store: Store,
     settings: Arc<InvestigatorSettings>,
-    plugins: Option<PluginHost>,
+    post_triage: PostTriage,
+    /// Runs re-attached at start-up, waiting for the worker to resume their incident.
+    reattached: Arc<std::sync::Mutex<HashMap<Uuid, PendingRun>>>,
+    not_ready: Arc<tokio::sync::Mutex<BTreeMap<String, NotReady>>>,
 }
 
 impl AgentInvestigator {
-    /// An investigator over `runner`, recording into `store`, running post-triage plugins of
-    /// `plugins` on each result.
+    /// An investigator over `runner`, recording into `store`, handing each result to
+    /// `post_triage`.
     pub fn new(
         runner: DockerRunner,
         store: Store,
         settings: InvestigatorSettings,
-        plugins: Option<PluginHost>,
+        post_triage: PostTriage,
     ) -> Self {
         Self {
             runner,
             store,
             settings: Arc::new(settings),
-            plugins,
+            post_triage,
+            reattached: Arc::default(),
+            not_ready: Arc::default(),
         }
+    }
+
+    /// Keeps runs re-attached after a restart; the worker resumes each incident through
+    /// [`Investigate::investigate`], which then drives the run instead of starting one. A run
+    /// whose incident is never resumed is dropped with the investigator, which removes its
+    /// container.
+    pub fn adopt(&self, runs: Vec<(Uuid, PendingRun)>) {
+        self.reattached_runs().extend(runs);
+    }
+
+    fn reattached_runs(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, PendingRun>> {
+        self.reattached
+            .lock()
+            .expect("the re-attached runs lock is never poisoned")
     }
 
     async fn request(&self, incident: &Incident) -> Result<AgentRequest, String> {
@@ -270,79 +304,23 @@ impl AgentInvestigator {
         })
     }
 
-    async fn store_report(&self, incident: &Incident, outcome: &AgentOutcome) {
-        let path = self
-            .settings
-            .workspace_root
-            .join(incident.id.to_string())
-            .join("output")
-            .join("investigation.md");
-        let raw = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-        let mut markdown = raw.clone();
-        let mut structured = None;
-        if let Some(host) = &self.plugins
-            && let Ok(Some(event)) = self
-                .store
-                .fault_event(&incident.fault_event_id.to_string())
-                .await
-        {
-            let result = nightcrier_plugin_host::types::AgentResult {
-                exit_code: outcome
-                    .exit_code
-                    .map(|code| i32::try_from(code).unwrap_or(i32::MIN))
-                    .unwrap_or(-1),
-                duration_ms: u64::try_from(
-                    (outcome.completed_at - outcome.started_at).num_milliseconds(),
-                )
-                .unwrap_or_default(),
-                failure_reason: outcome.failure.as_ref().map(ToString::to_string),
-                report_markdown: raw,
-                artifact_names: vec!["investigation.md".into()],
-            };
-            if let Some(verdict) =
-                crate::plugin::post_triage(host, &self.store, incident, &event, result).await
-            {
-                markdown = verdict.report_markdown;
-                let fields: serde_json::Map<String, serde_json::Value> = verdict
-                    .fields
-                    .into_iter()
-                    .map(|(plugin, key, value)| (format!("{plugin}.{key}"), value.into()))
-                    .collect();
-                structured = Some(serde_json::Value::Object(fields));
-            }
-        }
-        if markdown.is_empty() {
+    /// Holds claims until `profile` can run again, alerting now and every minute.
+    async fn hold_for(&self, profile: &AgentProfile, problem: &ProfileProblem) {
+        let mut not_ready = self.not_ready.lock().await;
+        if not_ready.contains_key(&profile.name) {
             return;
         }
-        let execution_id = self
-            .store
-            .agent_executions(incident.id)
-            .await
-            .ok()
-            .and_then(|runs| {
-                runs.into_iter()
-                    .rev()
-                    .find(|run| run.container_id.as_deref() == Some(outcome.container_id.as_str()))
-            })
-            .and_then(|run| Uuid::parse_str(&run.id).ok());
-        let summary = markdown
-            .lines()
-            .map(str::trim)
-            .find(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| line.chars().take(300).collect());
-        let report = NewReport {
-            incident_id: incident.id,
-            execution_id,
-            markdown,
-            html: None,
-            structured,
-            summary,
-            artifact_uri: Some(path.display().to_string()),
-            storage_type: "filesystem".into(),
-        };
-        if let Err(error) = self.store.insert_report(&report, Utc::now()).await {
-            tracing::error!(incident_id = %incident.id, error = %error, "could not store the report");
-        }
+        tracing::error!(profile = %profile.name, error = %problem, "agent profile is not ready: no incident is claimed until it is fixed; incidents stay queued");
+        let now = Instant::now();
+        not_ready.insert(
+            profile.name.clone(),
+            NotReady {
+                profile: profile.clone(),
+                problems: vec![problem.clone()],
+                next_check: now + RECHECK_EVERY,
+                next_alert: now + REALERT_EVERY,
+            },
+        );
     }
 }
 
@@ -355,8 +333,14 @@ pub fn job_outcome(outcome: &AgentOutcome) -> JobOutcome {
         (IncidentStatus::Resolved, _) => JobOutcome::Done {
             exit_code: exit_code.unwrap_or(0),
         },
-        // The harness failed (image missing, Docker refused): the agent never judged the
-        // incident, so it is nightcrier's failure, not the agent's.
+        // A missing secret or image is a configuration problem: the incident goes back to the
+        // queue untouched, and claims wait until the profile is ready again.
+        (_, Some(reason @ FailureReason::NotReady(_))) => JobOutcome::RetryAfter {
+            delay: Duration::ZERO,
+            reason: reason.to_string(),
+        },
+        // The harness failed (Docker refused): the agent never judged the incident, so it is
+        // nightcrier's failure, not the agent's.
         (_, Some(reason @ FailureReason::Harness(_))) => JobOutcome::Abort {
             reason: reason.to_string(),
         },
@@ -377,30 +361,88 @@ impl Investigate for AgentInvestigator {
         _lease: Lease,
         cancel: CancellationToken,
     ) -> JobOutcome {
-        let request = match self.request(&incident).await {
-            Ok(request) => request,
-            Err(reason) => return JobOutcome::Abort { reason },
+        let cancelled = || JobOutcome::RetryAfter {
+            delay: Duration::ZERO,
+            reason: "investigation cancelled".into(),
         };
-        let outcome = tokio::select! {
-            outcome = self.runner.run(request) => outcome,
-            // Dropping the run stops and removes its container.
-            _ = cancel.cancelled() => {
-                return JobOutcome::RetryAfter {
-                    delay: std::time::Duration::ZERO,
-                    reason: "investigation cancelled".into(),
+        let reattached = self.reattached_runs().remove(&incident.id);
+        let (outcome, profile) = match reattached {
+            Some(pending) => {
+                tracing::info!(incident_id = %incident.id, cluster = %incident.cluster, "resuming the re-attached agent run");
+                tokio::select! {
+                    outcome = pending.run => (outcome, None),
+                    // Dropping the run stops and removes its container.
+                    _ = cancel.cancelled() => return cancelled(),
+                }
+            }
+            None => {
+                let request = match self.request(&incident).await {
+                    Ok(request) => request,
+                    Err(reason) => return JobOutcome::Abort { reason },
                 };
+                let profile = request.profile.clone();
+                let outcome = tokio::select! {
+                    outcome = self.runner.run(request) => outcome,
+                    _ = cancel.cancelled() => return cancelled(),
+                };
+                match outcome {
+                    Ok(outcome) => (outcome, Some(profile)),
+                    Err(error) => {
+                        return JobOutcome::Abort {
+                            reason: format!("cannot prepare the agent run: {error}"),
+                        };
+                    }
+                }
             }
         };
-        match outcome {
-            Ok(outcome) => {
-                log_breaker_event(outcome.breaker_event.as_ref());
-                self.store_report(&incident, &outcome).await;
-                job_outcome(&outcome)
-            }
-            Err(error) => JobOutcome::Abort {
-                reason: format!("cannot prepare the agent run: {error}"),
-            },
+        log_breaker_event(outcome.breaker_event.as_ref());
+        if let (Some(FailureReason::NotReady(problem)), Some(profile)) =
+            (&outcome.failure, &profile)
+        {
+            self.hold_for(profile, problem).await;
+            return job_outcome(&outcome);
         }
+        self.post_triage.finish(&incident, &outcome).await;
+        job_outcome(&outcome)
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        let mut not_ready = self.not_ready.lock().await;
+        if not_ready.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut fixed = Vec::new();
+        for (name, state) in not_ready.iter_mut() {
+            if now < state.next_check {
+                continue;
+            }
+            state.next_check = now + RECHECK_EVERY;
+            let problems = self.runner.check_profile(&state.profile, false).await;
+            if problems.is_empty() {
+                fixed.push(name.clone());
+                continue;
+            }
+            state.problems = problems;
+            if now >= state.next_alert {
+                state.next_alert = now + REALERT_EVERY;
+                for problem in &state.problems {
+                    tracing::error!(profile = %name, error = %problem, "agent profile is still not ready: no incident is claimed; incidents stay queued");
+                }
+            }
+        }
+        for name in fixed {
+            not_ready.remove(&name);
+            tracing::warn!(profile = %name, "agent profile is ready again: claiming resumes");
+        }
+        if not_ready.is_empty() {
+            return Ok(());
+        }
+        Err(not_ready
+            .values()
+            .flat_map(|state| state.problems.iter().map(ToString::to_string))
+            .collect::<Vec<_>>()
+            .join("; "))
     }
 }
 

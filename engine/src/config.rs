@@ -4,13 +4,18 @@
 //!
 //! TOML through serde rather than a layered loader: there is one file plus two flags
 //! (`--database-url`, `--plugins`), and serde's errors already carry the key path and line.
+//! Durations and sizes go through the helpers of [`units`].
+
+pub mod units;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use nightcrier_agent::{AgentProfile, AgentProfileConfig, BreakerConfig, RunnerConfig};
+use nightcrier_agent::{
+    AgentProfile, AgentProfileConfig, BUILT_IN_CLIS, BreakerConfig, RunnerConfig,
+};
 use nightcrier_plugin_host::PluginsConfig;
 use serde::Deserialize;
 
@@ -79,20 +84,29 @@ fn yes() -> bool {
     true
 }
 
-/// `[workers]`
+/// `[workers]`; defaults are `WorkerConfig::default()`'s.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWorkers {
     /// Investigations at once in this process (default 2); 0 runs no agents (an instance that
     /// only receives and pre-triages).
     pub concurrency: Option<usize>,
-    /// Lease length in seconds (default 60).
+    /// Lease length, e.g. `"90s"` (default 60s).
+    #[serde(default, with = "units::duration")]
+    pub lease: Option<Duration>,
+    /// Lease length in seconds (the older spelling of `lease`).
     pub lease_secs: Option<u64>,
     /// Claims before an incident whose lease keeps expiring fails (default 3).
     pub max_attempts: Option<i32>,
-    /// Seconds in-flight investigations get to finish on shutdown (default 30).
+    /// How long in-flight investigations get to finish on shutdown, e.g. `"30s"`.
+    #[serde(default, with = "units::duration")]
+    pub shutdown_grace: Option<Duration>,
+    /// Seconds in-flight investigations get to finish on shutdown (older spelling).
     pub shutdown_grace_secs: Option<u64>,
-    /// Seconds between looks at an empty queue (default 1).
+    /// Pause between looks at an empty queue, e.g. `"1s"` or `"200ms"`.
+    #[serde(default, with = "units::duration")]
+    pub poll_interval: Option<Duration>,
+    /// Seconds between looks at an empty queue (older spelling).
     pub poll_interval_secs: Option<f64>,
 }
 
@@ -111,10 +125,16 @@ pub struct RawAgent {
     /// Circuit breaker over consecutive agent failures.
     #[serde(default)]
     pub breaker: BreakerConfig,
-    /// Seconds an image pull may take.
+    /// How long an image pull may take, e.g. `"5m"` (default 5m).
+    #[serde(default, with = "units::duration")]
+    pub pull_timeout: Option<Duration>,
+    /// Seconds an image pull may take (older spelling).
     pub pull_timeout_secs: Option<u64>,
-    /// Hours an ended incident's workspace (logs, output) is kept; 0 keeps them forever
-    /// (default 168, a week). Reports stay in the database either way.
+    /// How long an ended incident's workspace (logs, output) is kept, e.g. `"7d"`; `"0s"` keeps
+    /// them forever (default 7d). Reports stay in the database either way.
+    #[serde(default, with = "units::duration")]
+    pub workspace_retention: Option<Duration>,
+    /// Hours an ended incident's workspace is kept; 0 keeps them forever (older spelling).
     pub workspace_retention_hours: Option<u64>,
     /// Agent profiles by name; the built-in claude, codex, gemini and goose always exist.
     #[serde(default)]
@@ -169,6 +189,34 @@ pub struct Settings {
     pub ingest: crate::ingest::IngestConfig,
     /// Feeds: MCP timings, webhook and poll sources.
     pub intake: crate::feed::IntakeSettings,
+    /// Names of the profiles written under `[agent.profiles]`.
+    pub configured_profiles: Vec<String>,
+}
+
+impl Settings {
+    /// The profiles an incident can be investigated with and why: the default profile, each
+    /// cluster's, and each one configured under `[agent.profiles]`. `serve` checks their secrets
+    /// and images before it starts. (A built-in profile nothing names is only used if a
+    /// pre-triage plugin routes an incident to it; a problem is then found at that run.)
+    pub fn profiles_in_use(&self) -> BTreeMap<String, Vec<String>> {
+        let mut uses: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        uses.entry(self.default_profile.clone())
+            .or_default()
+            .push("agent.default_profile".to_owned());
+        for (name, cluster) in &self.clusters {
+            if let Some(profile) = &cluster.agent_profile {
+                uses.entry(profile.clone())
+                    .or_default()
+                    .push(format!("the profile of cluster {name}"));
+            }
+        }
+        for name in &self.configured_profiles {
+            uses.entry(name.clone())
+                .or_default()
+                .push(format!("agent.profiles.{name}"));
+        }
+        uses
+    }
 }
 
 /// Per-cluster settings.
@@ -184,7 +232,14 @@ pub struct ClusterSettings {
     pub mcp: Option<crate::feed::McpSettings>,
 }
 
-const BUILT_IN_PROFILES: [&str; 4] = ["claude", "codex", "gemini", "goose"];
+/// The profile used when neither the incident nor its cluster names one.
+const DEFAULT_PROFILE: &str = "claude";
+/// Where workspaces go when `agent.workspace_root` is not set.
+const DEFAULT_WORKSPACE_ROOT: &str = "workspaces";
+/// How long ended incidents' workspaces are kept by default: a week.
+const DEFAULT_WORKSPACE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The shortest lease: it is renewed every third of its length.
+const MIN_LEASE: Duration = Duration::from_secs(3);
 
 /// Reads `path` (or uses the defaults when `path` is `None`), applies `database_url` if
 /// given, and validates everything. Errors name the file and the key.
@@ -211,23 +266,45 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
     store.max_connections = raw.database.max_connections;
 
     let defaults = WorkerConfig::default();
-    let concurrency = raw.workers.concurrency.unwrap_or(2);
-    let lease_secs = raw.workers.lease_secs.unwrap_or(60);
-    if lease_secs < 3 {
-        bail!("workers.lease_secs must be at least 3 (got {lease_secs})");
+    let concurrency = raw.workers.concurrency.unwrap_or(defaults.concurrency);
+    let lease = units::either(
+        "workers.lease",
+        raw.workers.lease,
+        "workers.lease_secs",
+        raw.workers.lease_secs.map(Duration::from_secs),
+    )?
+    .unwrap_or(defaults.lease);
+    if lease < MIN_LEASE {
+        bail!("workers.lease must be at least 3s (got {lease:?})");
     }
     let max_attempts = raw.workers.max_attempts.unwrap_or(defaults.max_attempts);
     if max_attempts < 1 {
         bail!("workers.max_attempts must be at least 1 (got {max_attempts})");
     }
-    let poll = raw.workers.poll_interval_secs.unwrap_or(1.0);
-    if !(0.01..=3600.0).contains(&poll) {
-        bail!("workers.poll_interval_secs must be between 0.01 and 3600 (got {poll})");
+    let poll_secs = match raw.workers.poll_interval_secs {
+        Some(secs) if !(0.01..=3600.0).contains(&secs) => {
+            bail!("workers.poll_interval_secs must be between 0.01 and 3600 (got {secs})")
+        }
+        secs => secs.map(Duration::from_secs_f64),
+    };
+    let poll_interval = units::either(
+        "workers.poll_interval",
+        raw.workers.poll_interval,
+        "workers.poll_interval_secs",
+        poll_secs,
+    )?
+    .unwrap_or(defaults.poll_interval);
+    if !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&poll_interval) {
+        bail!("workers.poll_interval must be between 10ms and 1h (got {poll_interval:?})");
     }
-    let instance_id = raw
-        .agent
-        .instance_id
-        .unwrap_or_else(|| "nightcrier".to_owned());
+    let shutdown_grace = units::either(
+        "workers.shutdown_grace",
+        raw.workers.shutdown_grace,
+        "workers.shutdown_grace_secs",
+        raw.workers.shutdown_grace_secs.map(Duration::from_secs),
+    )?
+    .unwrap_or(defaults.shutdown_grace);
+    let instance_id = raw.agent.instance_id.unwrap_or(defaults.owner);
     if instance_id.is_empty()
         || !instance_id
             .chars()
@@ -240,26 +317,43 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
     let workers = WorkerConfig {
         owner: instance_id.clone(),
         concurrency,
-        lease: Duration::from_secs(lease_secs),
-        poll_interval: Duration::from_secs_f64(poll),
+        lease,
+        poll_interval,
         max_attempts,
-        sweep_interval: Duration::from_secs((lease_secs / 4).max(1)),
-        shutdown_grace: Duration::from_secs(raw.workers.shutdown_grace_secs.unwrap_or(30)),
+        sweep_interval: crate::queue::sweep_interval(lease),
+        shutdown_grace,
     };
 
     let mut runner = RunnerConfig::new(
         raw.agent
             .workspace_root
-            .unwrap_or_else(|| PathBuf::from("workspaces")),
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_WORKSPACE_ROOT)),
         instance_id,
     );
     runner.breaker = raw.agent.breaker;
-    if let Some(secs) = raw.agent.pull_timeout_secs {
-        runner.pull_timeout_secs = secs;
+    if let Some(timeout) = units::either(
+        "agent.pull_timeout",
+        raw.agent.pull_timeout,
+        "agent.pull_timeout_secs",
+        raw.agent.pull_timeout_secs.map(Duration::from_secs),
+    )? {
+        runner.pull_timeout_secs = timeout.as_secs().max(1);
     }
+    let workspace_retention = match units::either(
+        "agent.workspace_retention",
+        raw.agent.workspace_retention,
+        "agent.workspace_retention_hours",
+        raw.agent
+            .workspace_retention_hours
+            .map(|hours| Duration::from_secs(hours.saturating_mul(3600))),
+    )? {
+        Some(keep) if keep.is_zero() => None,
+        Some(keep) => Some(keep),
+        None => Some(DEFAULT_WORKSPACE_RETENTION),
+    };
 
     let mut profiles = BTreeMap::new();
-    for name in BUILT_IN_PROFILES {
+    for name in BUILT_IN_CLIS {
         profiles.insert(name.to_owned(), AgentProfile::built_in(name)?);
     }
     for (name, profile) in &raw.agent.profiles {
@@ -271,7 +365,7 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
     let default_profile = raw
         .agent
         .default_profile
-        .unwrap_or_else(|| "claude".to_owned());
+        .unwrap_or_else(|| DEFAULT_PROFILE.to_owned());
     if !profiles.contains_key(&default_profile) {
         bail!("agent.default_profile names `{default_profile}`, which is not a profile");
     }
@@ -338,14 +432,12 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         system_prompt,
         clusters,
         plugins: raw.plugins,
-        workspace_retention: match raw.agent.workspace_retention_hours.unwrap_or(168) {
-            0 => None,
-            hours => Some(Duration::from_secs(hours.saturating_mul(3600))),
-        },
+        workspace_retention,
         data_dir,
         listen: intake.listen,
         ingest: intake.ingest,
         intake: intake.settings,
+        configured_profiles: raw.agent.profiles.keys().cloned().collect(),
     })
 }
 
@@ -415,6 +507,140 @@ mod tests {
             settings.clusters["prod"].agent_profile.as_deref(),
             Some("fast")
         );
+    }
+
+    #[test]
+    fn durations_take_units_and_the_old_keys_keep_working() {
+        let settings = validate(
+            parse(
+                r#"
+                [workers]
+                lease = "90s"
+                shutdown_grace = "1m"
+                poll_interval = "250ms"
+                [agent]
+                pull_timeout = "2m"
+                workspace_retention = "3d"
+                "#,
+            )
+            .unwrap(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(settings.workers.lease, Duration::from_secs(90));
+        assert_eq!(
+            settings.workers.sweep_interval,
+            Duration::from_millis(22_500)
+        );
+        assert_eq!(settings.workers.shutdown_grace, Duration::from_secs(60));
+        assert_eq!(settings.workers.poll_interval, Duration::from_millis(250));
+        assert_eq!(settings.runner.pull_timeout_secs, 120);
+        assert_eq!(
+            settings.workspace_retention,
+            Some(Duration::from_secs(3 * 86400))
+        );
+        let settings = validate(
+            parse(
+                "[workers]\nlease_secs = 60\nshutdown_grace_secs = 5\npoll_interval_secs = 0.5\n[agent]\nworkspace_retention_hours = 2\npull_timeout_secs = 30",
+            )
+            .unwrap(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(settings.workers.lease, Duration::from_secs(60));
+        assert_eq!(settings.workers.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(settings.workers.poll_interval, Duration::from_millis(500));
+        assert_eq!(
+            settings.workspace_retention,
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(settings.runner.pull_timeout_secs, 30);
+        let settings = validate(
+            parse("[agent]\nworkspace_retention = \"0s\"").unwrap(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            settings.workspace_retention, None,
+            "0 keeps workspaces forever"
+        );
+    }
+
+    #[test]
+    fn one_setting_given_twice_names_both_keys() {
+        for (text, keys) in [
+            (
+                "[workers]\nlease = \"90s\"\nlease_secs = 90",
+                ["workers.lease", "workers.lease_secs"],
+            ),
+            (
+                "[workers]\nshutdown_grace = \"9s\"\nshutdown_grace_secs = 9",
+                ["workers.shutdown_grace", "workers.shutdown_grace_secs"],
+            ),
+            (
+                "[agent]\nworkspace_retention = \"1d\"\nworkspace_retention_hours = 24",
+                [
+                    "agent.workspace_retention",
+                    "agent.workspace_retention_hours",
+                ],
+            ),
+        ] {
+            let error = error_of(text);
+            assert!(
+                keys.iter().all(|key| error.contains(key)),
+                "{text}: {error}"
+            );
+        }
+        let error = error_of("[workers]\nlease = 90");
+        assert!(
+            error.contains("lease") && error.contains("\"90s\""),
+            "{error}"
+        );
+        let error =
+            error_of("[agent.profiles.x]\ncli = \"claude\"\ntimeout = \"1m\"\ntimeout_secs = 60");
+        assert!(
+            error.contains("timeout_secs") && error.contains("agent.profiles.x"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn defaults_come_from_one_place() {
+        let settings = validate(RawConfig::default(), None).unwrap();
+        let workers = WorkerConfig::default();
+        assert_eq!(settings.workers.lease, workers.lease);
+        assert_eq!(settings.workers.concurrency, workers.concurrency);
+        assert_eq!(settings.workers.poll_interval, workers.poll_interval);
+        assert_eq!(settings.workers.shutdown_grace, workers.shutdown_grace);
+        assert_eq!(settings.workers.sweep_interval, workers.sweep_interval);
+        assert_eq!(settings.runner.instance_id, workers.owner);
+        for cli in BUILT_IN_CLIS {
+            assert!(settings.profiles.contains_key(cli), "{cli}");
+        }
+    }
+
+    #[test]
+    fn profiles_in_use_are_the_default_the_clusters_and_the_configured_ones() {
+        let settings = validate(
+            parse(
+                r#"
+                [agent]
+                default_profile = "codex"
+                [agent.profiles.fast]
+                cli = "claude"
+                [[clusters]]
+                name = "prod"
+                agent_profile = "gemini"
+                "#,
+            )
+            .unwrap(),
+            None,
+        )
+        .unwrap();
+        let in_use = settings.profiles_in_use();
+        let names: Vec<&str> = in_use.keys().map(String::as_str).collect();
+        assert_eq!(names, ["codex", "fast", "gemini"]);
+        assert_eq!(in_use["gemini"], ["the profile of cluster prod"]);
     }
 
     #[test]

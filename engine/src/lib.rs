@@ -10,8 +10,9 @@
 //! - [`http`]: the HTTP listener (health, metrics, feed state, webhooks).
 //! - [`config`]: the TOML config file → validated `Settings`.
 //! - [`server`]: `nightcrier serve`: pre-triage, workers, sweeper, container recovery, drain.
-//! - [`triage`]: the pre-triage stage (`PreTriage`, `Decision`).
-//! - [`plugin`]: engine ↔ WebAssembly plugin host glue (key-value store, pre/post-triage, decode).
+//! - [`triage`]: the stages around the agent: pre-triage (`PreTriage`, `Decision`,
+//!   `PluginPreTriage`) and post-triage (`PostTriage`: plugins, then the stored report).
+//! - [`plugin`]: engine ↔ WebAssembly plugin host glue (loading, key-value store, decode).
 //! - [`agent`]: queue ↔ Docker agent runtime glue (`AgentInvestigator`, DB recorders).
 //! - [`cli`]: the `nightcrier` command line.
 //! - [`bench`]: `nightcrier bench store`, the store and queue benchmark.

@@ -1,8 +1,8 @@
-//! Glue between the engine and the WebAssembly plugin host (`nightcrier-plugin-host`): the
-//! database-backed key-value store plugins see, conversions between queue rows and WIT records,
-//! the plugin pre-triage stage and post-triage of agent results, and loading a single source
-//! plugin for `ingest`. Every plugin call is recorded in `plugin_runs` (source-stage failures by
-//! the ingest path, `ingest/decode.rs`).
+//! Glue between the engine and the WebAssembly plugin host (`nightcrier-plugin-host`): loading
+//! the plugin folder, the database-backed key-value store plugins see, conversions between
+//! queue rows and WIT records, and loading a single source plugin for `ingest`. The pre- and
+//! post-triage stages that call plugins live in `triage`, decoding lives in `ingest`; every
+//! plugin call is recorded in `plugin_runs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,16 +10,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use nightcrier_plugin_host::types;
-use nightcrier_plugin_host::{
-    KvFuture, KvStore, KvStoreError, PluginHost, PluginsConfig, PostTriageVerdict,
-    PreTriageVerdict, World,
-};
-use uuid::Uuid;
+use nightcrier_plugin_host::{KvFuture, KvStore, KvStoreError, PluginHost, PluginsConfig, World};
 
-use crate::queue::{Incident, QueuePatch};
+use crate::queue::Incident;
+use crate::store::Store;
 use crate::store::entity::fault_events;
-use crate::store::{NewPluginRun, Store};
-use crate::triage::{Decision, PreTriage};
 
 /// Annotation prefix under which pre-triage context files travel to the agent's workspace.
 pub const CONTEXT_FILE_ANNOTATION: &str = "context-file/";
@@ -102,7 +97,16 @@ pub async fn load(config: PluginsConfig, store: &Store) -> anyhow::Result<Loaded
     let dir = config.dir.clone();
     let (host, refused) = PluginHost::load(config, Arc::new(DbKv::new(store.clone()))).await?;
     for error in &refused {
-        tracing::error!(plugin = %error.plugin_id(), error = %error, "plugin refused");
+        match error {
+            // The operator did not grant what the plugin asks for: a choice, not a fault.
+            nightcrier_plugin_host::LoadError::MissingGrant { id, .. } => {
+                tracing::warn!(plugin = %id, reason = %error, "plugin disabled");
+            }
+            _ => tracing::error!(plugin = %error.plugin_id(), error = %error, "plugin refused"),
+        }
+    }
+    for plugin in host.plugins() {
+        tracing::info!(plugin = %plugin.label(), world = ?plugin.world, "plugin loaded");
     }
     tracing::info!(dir = %dir.display(), loaded = host.plugins().len(), refused = refused.len(), "plugins ready");
     Ok(LoadedPlugins {
@@ -199,183 +203,4 @@ pub fn wit_incident(incident: &Incident, event: &fault_events::Model) -> types::
         priority: u8::try_from(incident.priority.clamp(0, 255)).unwrap_or(u8::MAX),
         agent_profile: incident.agent_profile.clone(),
     }
-}
-
-/// Pre-triage through the loaded pre-triage plugins, in their configured order; without a
-/// plugin host, every incident proceeds unchanged.
-#[derive(Clone)]
-pub struct PluginPreTriage {
-    host: Option<PluginHost>,
-    store: Store,
-}
-
-impl PluginPreTriage {
-    /// A pre-triage stage over `host`.
-    pub fn new(host: Option<PluginHost>, store: Store) -> Self {
-        Self { host, store }
-    }
-
-    async fn record(
-        &self,
-        incident_id: Uuid,
-        plugin: &str,
-        outcome: &str,
-        took: Duration,
-        error: Option<String>,
-    ) {
-        let version = self
-            .host
-            .as_ref()
-            .and_then(|host| host.plugin(plugin))
-            .map(|p| p.version);
-        let run = NewPluginRun {
-            incident_id: Some(incident_id),
-            stage: "pre_triage",
-            plugin: plugin.to_owned(),
-            plugin_version: version,
-            outcome: outcome.to_owned(),
-            duration: took,
-            error,
-        };
-        if let Err(error) = self.store.insert_plugin_run(&run, Utc::now()).await {
-            tracing::error!(incident_id = %incident_id, error = %error, "recording a plugin run failed");
-        }
-    }
-}
-
-impl PreTriage for PluginPreTriage {
-    async fn decide(&self, incident: &Incident) -> Decision {
-        let Some(host) = &self.host else {
-            return Decision::Proceed(QueuePatch::default());
-        };
-        let chain = host.chain(World::PreTriage);
-        if chain.is_empty() {
-            return Decision::Proceed(QueuePatch::default());
-        }
-        let event = match self
-            .store
-            .fault_event(&incident.fault_event_id.to_string())
-            .await
-        {
-            Ok(Some(event)) => event,
-            Ok(None) => {
-                return Decision::Skip(format!(
-                    "fault event {} is missing",
-                    incident.fault_event_id
-                ));
-            }
-            Err(error) => {
-                tracing::error!(incident_id = %incident.id, error = %error, "cannot read the fault event");
-                return Decision::Delay(Duration::from_secs(30));
-            }
-        };
-        let started = tokio::time::Instant::now();
-        let verdict = host.run_pre_triage(&wit_incident(incident, &event)).await;
-        let took = started.elapsed();
-        let chain_name = chain.join(",");
-        match verdict {
-            Ok(PreTriageVerdict::Proceed {
-                incident: patched,
-                context_files,
-                failures,
-            }) => {
-                for (plugin, error) in &failures {
-                    self.record(
-                        incident.id,
-                        plugin,
-                        "failed-open",
-                        took,
-                        Some(error.clone()),
-                    )
-                    .await;
-                }
-                self.record(incident.id, &chain_name, "proceed", took, None)
-                    .await;
-                let mut annotations: BTreeMap<String, String> =
-                    patched.annotations.into_iter().collect();
-                for (path, content) in context_files {
-                    annotations.insert(
-                        format!("{CONTEXT_FILE_ANNOTATION}{path}"),
-                        String::from_utf8_lossy(&content).into_owned(),
-                    );
-                }
-                Decision::Proceed(QueuePatch {
-                    labels: patched.labels.into_iter().collect(),
-                    annotations,
-                    priority: Some(i32::from(patched.priority)),
-                    agent_profile: patched.agent_profile,
-                })
-            }
-            Ok(PreTriageVerdict::Skip { plugin, reason }) => {
-                self.record(incident.id, &plugin, "skip", took, None).await;
-                Decision::Skip(format!("{plugin}: {reason}"))
-            }
-            Ok(PreTriageVerdict::Delay { plugin, delay }) => {
-                self.record(incident.id, &plugin, "delay", took, None).await;
-                Decision::Delay(delay)
-            }
-            Err(error) => {
-                // fail-closed: a retryable failure waits, any other keeps the incident out of
-                // the queue with the reason, for an operator to retry
-                self.record(
-                    incident.id,
-                    &chain_name,
-                    "error",
-                    took,
-                    Some(error.to_string()),
-                )
-                .await;
-                if error.is_retryable() {
-                    Decision::Delay(Duration::from_secs(60))
-                } else {
-                    Decision::Skip(format!("pre-triage failed (fail-closed): {error}"))
-                }
-            }
-        }
-    }
-}
-
-/// Runs the post-triage chain on an agent's result; returns the (possibly redacted) report and
-/// the structured fields, or `None` when no post-triage plugin is loaded.
-pub async fn post_triage(
-    host: &PluginHost,
-    store: &Store,
-    incident: &Incident,
-    event: &fault_events::Model,
-    result: types::AgentResult,
-) -> Option<PostTriageVerdict> {
-    let chain = host.chain(World::PostTriage);
-    if chain.is_empty() {
-        return None;
-    }
-    let started = tokio::time::Instant::now();
-    let verdict = host
-        .run_post_triage(&wit_incident(incident, event), &result)
-        .await;
-    let took = started.elapsed();
-    let (outcome, error, verdict) = match verdict {
-        Ok(verdict) => {
-            for (plugin, error, _) in &verdict.failures {
-                tracing::warn!(incident_id = %incident.id, plugin = %plugin, error = %error, "post-triage plugin failed (fail-open)");
-            }
-            ("done", None, Some(verdict))
-        }
-        Err(error) => {
-            tracing::error!(incident_id = %incident.id, error = %error, "post-triage failed");
-            ("error", Some(error.to_string()), None)
-        }
-    };
-    let run = NewPluginRun {
-        incident_id: Some(incident.id),
-        stage: "post_triage",
-        plugin: chain.join(","),
-        plugin_version: None,
-        outcome: outcome.to_owned(),
-        duration: took,
-        error,
-    };
-    if let Err(error) = store.insert_plugin_run(&run, Utc::now()).await {
-        tracing::error!(incident_id = %incident.id, error = %error, "recording a plugin run failed");
-    }
-    verdict
 }

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::store::entity::incidents;
 use crate::store::{Store, StoreError};
 
-pub use worker::{Investigate, WorkerConfig, run as run_workers};
+pub use worker::{Investigate, Resumed, WorkerConfig, run as run_workers, sweep_interval};
 
 /// Where an incident is in its life. Stored as text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! `nightcrier serve`: builds the store, the agent runtime and the stages from [`Settings`],
-//! re-attaches to agent containers left by a previous run, and runs pre-triage, the workers and
-//! the sweeper until shutdown, then drains.
+//! refuses to start when a usable agent profile lacks a secret or its image, re-attaches to agent
+//! containers left by a previous run (resuming them through the workers like any other run), and
+//! runs pre-triage, the workers and the sweeper until shutdown, then drains.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -13,16 +14,13 @@ use nightcrier_plugin_host::PluginHost;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{
-    AgentInvestigator, DbBreakerStore, DbRecorder, InvestigatorSettings, job_outcome,
-    log_breaker_event,
-};
+use crate::agent::{AgentInvestigator, DbBreakerStore, DbRecorder, InvestigatorSettings};
 use crate::config::Settings;
 use crate::ingest::{Decoder, Ingestor};
-use crate::plugin::{PluginPreTriage, RefusedPlugin};
-use crate::queue::{JobOutcome, JobStatus, Lease, ListFilter, Queue, run_workers};
+use crate::plugin::RefusedPlugin;
+use crate::queue::{JobOutcome, JobStatus, Lease, ListFilter, Queue, Resumed, run_workers};
 use crate::store::Store;
-use crate::triage::PreTriage;
+use crate::triage::{PluginPreTriage, PostTriage, PreTriage};
 
 /// Runs the service until `shutdown` completes.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -59,15 +57,15 @@ async fn serve<P: PreTriage>(
     let listener = crate::http::bind(settings.listen).await?;
     // An instance with no worker slots only receives and pre-triages: it needs no Docker.
     let runner = if settings.workers.concurrency > 0 {
-        Some(
-            DockerRunner::connect(
-                settings.runner.clone(),
-                Arc::new(DbRecorder::new(store.clone())),
-                Arc::new(DbBreakerStore::new(store.clone())),
-            )
-            .await
-            .context("failed to reach the Docker engine")?,
+        let runner = DockerRunner::connect(
+            settings.runner.clone(),
+            Arc::new(DbRecorder::new(store.clone())),
+            Arc::new(DbBreakerStore::new(store.clone())),
         )
+        .await
+        .context("failed to reach the Docker engine")?;
+        check_profiles(&runner, &settings).await?;
+        Some(runner)
     } else {
         tracing::info!("workers.concurrency is 0: this instance runs no agents");
         None
@@ -119,7 +117,6 @@ async fn serve<P: PreTriage>(
         token.clone(),
     ));
     if let Some(runner) = runner {
-        recover(&queue, &runner, &settings, &mut tasks).await?;
         let investigator = AgentInvestigator::new(
             runner.clone(),
             store.clone(),
@@ -128,14 +125,15 @@ async fn serve<P: PreTriage>(
                 default_profile: settings.default_profile.clone(),
                 system_prompt: settings.system_prompt.clone(),
                 clusters: settings.clusters.clone(),
-                workspace_root: settings.runner.workspace_root.clone(),
             },
-            plugins,
+            PostTriage::new(store.clone(), plugins),
         );
+        let resumed = recover(&queue, &runner, &settings, &investigator).await?;
         tasks.spawn(run_workers(
             queue.clone(),
             settings.workers.clone(),
             Arc::new(investigator),
+            resumed,
             token.clone(),
         ));
     }
@@ -164,16 +162,50 @@ async fn serve<P: PreTriage>(
     Ok(())
 }
 
-/// Re-attaches to this instance's containers whose incident is still investigating, and drives
-/// them to the end under the lease the previous process held; removes the others. Incidents this
+/// Refuses to serve when an agent profile that can be used (the default, a cluster's, one
+/// configured under `[agent.profiles]`) lacks a secret or its image, naming everything missing:
+/// a configuration error must not turn every queued incident into a failure.
+async fn check_profiles(runner: &DockerRunner, settings: &Settings) -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    for (name, uses) in settings.profiles_in_use() {
+        let Some(profile) = settings.profiles.get(&name) else {
+            continue;
+        };
+        for problem in runner.check_profile(profile, true).await {
+            missing.push(format!("{problem} (used as {})", uses.join(", ")));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve: {}; set what is missing or change the profile, then start again",
+        missing.join("; ")
+    )
+}
+
+/// Whether `owner` (a worker slot's `lease_owner`, `<instance>/<slot>`) belongs to this instance.
+fn owned_by(owner: Option<&str>, instance: &str) -> bool {
+    owner.is_some_and(|owner| {
+        owner == instance
+            || owner
+                .strip_prefix(instance)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+/// Re-attaches to this instance's containers whose incident is still investigating and hands
+/// each run to `investigator`; the returned incidents are resumed by the workers under the lease
+/// the previous process held, so they get the same lease renewal (cancelled when it is lost),
+/// validation, post-triage and report as any run. Removes the other containers. Incidents this
 /// instance held without a container left (it died between claim and start, or the container
 /// vanished) go back to the queue now rather than when their lease runs out.
 async fn recover(
     queue: &Queue,
     runner: &DockerRunner,
     settings: &Settings,
-    tasks: &mut JoinSet<()>,
-) -> anyhow::Result<()> {
+    investigator: &AgentInvestigator,
+) -> anyhow::Result<Vec<Resumed>> {
     let investigating = queue
         .list(&ListFilter {
             status: Some(JobStatus::Investigating),
@@ -194,15 +226,19 @@ async fn recover(
         .iter()
         .map(|pending| pending.incident_id.as_str())
         .collect();
+    let instance = settings.workers.owner.as_str();
     for incident in &investigating {
-        let ours = incident.lease_owner.as_deref() == Some(settings.workers.owner.as_str());
+        let ours = owned_by(incident.lease_owner.as_deref(), instance);
         if !ours || reattached.contains(incident.id.to_string().as_str()) {
             continue;
         }
+        let Some(owner) = incident.lease_owner.clone() else {
+            continue;
+        };
         let lease = Lease {
             incident_id: incident.id,
             cluster: incident.cluster.clone(),
-            owner: settings.workers.owner.clone(),
+            owner,
             attempt: incident.attempts,
             expires_at: incident.lease_expires_at.unwrap_or_else(Utc::now),
         };
@@ -229,6 +265,8 @@ async fn recover(
             }
         }
     }
+    let mut resumed = Vec::new();
+    let mut runs = Vec::new();
     for pending in report.reattached {
         let Some(incident) = investigating
             .iter()
@@ -240,37 +278,19 @@ async fn recover(
         let Some(owner) = incident.lease_owner.clone() else {
             continue;
         };
-        let mut lease = Lease {
+        let lease = Lease {
             incident_id: incident.id,
             cluster: incident.cluster.clone(),
             owner,
             attempt: incident.attempts,
             expires_at: incident.lease_expires_at.unwrap_or_else(Utc::now),
         };
-        let queue = queue.clone();
-        let extension = settings.workers.lease;
         tracing::info!(incident_id = %incident.id, cluster = %incident.cluster, "re-attached to a running agent");
-        tasks.spawn(async move {
-            let run = pending.run;
-            tokio::pin!(run);
-            let mut renew = tokio::time::interval(extension / 3);
-            let outcome = loop {
-                tokio::select! {
-                    outcome = &mut run => break outcome,
-                    _ = renew.tick() => {
-                        if let Err(error) = queue.heartbeat(&mut lease, extension, Utc::now()).await {
-                            tracing::warn!(incident_id = %lease.incident_id, error = %error, "re-attached run lost its lease");
-                        }
-                    }
-                }
-            };
-            log_breaker_event(outcome.breaker_event.as_ref());
-            if let Err(error) = queue.finish(&lease, &job_outcome(&outcome), Utc::now()).await {
-                tracing::error!(incident_id = %lease.incident_id, error = %error, "could not record a re-attached outcome");
-            }
-        });
+        runs.push((incident.id, pending));
+        resumed.push(Resumed { incident, lease });
     }
-    Ok(())
+    investigator.adopt(runs);
+    Ok(resumed)
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

@@ -1,7 +1,11 @@
 //! `nightcrier serve` end to end, as a process, on both backends and the real Docker engine:
 //! events are ingested by the CLI, queued by pre-triage, investigated by an agent container,
-//! validated, recorded and reported; and a `kill -9` of nightcrier mid-run followed by a restart
-//! re-attaches to the running container and completes the incident.
+//! validated, recorded and reported; a `kill -9` of nightcrier mid-run followed by a restart
+//! re-attaches to the running container and completes the incident through the same path
+//! (report, post-triage, lease renewal that stops the agent when the lease is lost); the API key
+//! nightcrier hands an agent never reaches its logs, `tail` or the database; a profile missing a
+//! secret or its image stops start-up, and one that loses its secret later keeps incidents
+//! queued.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -15,12 +19,22 @@ const AGENT: &str = r##"#!/bin/sh
 out=/home/agent/output/investigation.md
 echo "agent starting for $INCIDENT_ID"
 if grep -q 'slow' /home/agent/incident.json; then sleep 4; fi
+if grep -q 'gated' /home/agent/incident.json; then
+  echo "waiting for the go file"
+  while [ ! -e /home/agent/output/go ]; do sleep 0.2; done
+fi
+# what a prompt-injected agent does with the key it was given
+if [ -n "$ANTHROPIC_API_KEY" ]; then echo "environment:"; env; fi
 if grep -q '"faultType": "CrashLoop"' /home/agent/incident.json; then
   {
     echo "# Investigation"
     echo
     echo "The checkout pod crash-loops because its config map is missing; restoring it fixes the rollout."
     echo "The pod spec shows password: hunter2 in plain text."
+    if [ -n "$ANTHROPIC_API_KEY" ]; then
+      env
+      echo "Authorization: Basic $(printf 'user:%s' "$ANTHROPIC_API_KEY" | base64 -w 0)"
+    fi
   } > "$out"
   echo "report written"
 else
@@ -77,7 +91,7 @@ pids_limit = 64
 
 /// The bundled plugins, for `ingest --plugins`.
 fn plugins() -> String {
-    crate::support::built_plugins().display().to_string()
+    built_plugins().display().to_string()
 }
 
 fn cli(config: &Path, args: &[&str]) -> Output {
@@ -97,11 +111,16 @@ struct Server {
 
 impl Server {
     fn start(config: &Path) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    fn start_with(config: &Path, env: &[(&str, &str)]) -> Self {
         let log = config.with_extension(format!("{}.log", uuid::Uuid::new_v4().simple()));
         let child = Command::new(bin())
             .arg("-c")
             .arg(config)
             .arg("serve")
+            .envs(env.iter().copied())
             .env("NIGHTCRIER_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -134,6 +153,18 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Waits for the process to end on its own; `None` if it still runs after `limit`.
+    async fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
     }
 
     fn kill(mut self) {
@@ -343,70 +374,450 @@ async fn an_incident_held_without_a_container_is_released_at_restart() {
     assert!(containers_of(&instance).is_empty());
 }
 
+/// Copies the named example plugins into a folder under `dir` and returns the `[plugins]`
+/// section that loads them.
+fn plugins_section(dir: &Path, names: &[&str]) -> String {
+    let plugin_dir = built_plugins();
+    let folder = dir.join("plugins");
+    std::fs::create_dir_all(&folder).unwrap();
+    for name in names {
+        std::fs::copy(
+            plugin_dir.join(format!("{name}.wasm")),
+            folder.join(format!("{name}.wasm")),
+        )
+        .unwrap();
+    }
+    format!("\n[plugins]\ndir = \"{}\"\n", folder.display())
+}
+
+/// Writes a copy of the CrashLoop example whose context holds `word` (the test agent reads it).
+fn event_with(dir: &Path, word: &str) -> String {
+    let path = dir.join(format!("{word}.json"));
+    let event = std::fs::read_to_string(example("crashloop.json"))
+        .unwrap()
+        .replace("restart count", &format!("{word} restart count"));
+    std::fs::write(&path, event).unwrap();
+    path.display().to_string()
+}
+
+fn show(config: &Path, id: &str) -> serde_json::Value {
+    let out = cli(config, &["incidents", "show", id, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A run re-attached after `kill -9` is finished like any other: validated, post-triaged (the
+/// redact-secrets plugin runs) and its report stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nightcrier_reattaches_after_restart_and_completes() {
+    for db in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        let extra = plugins_section(dir.path(), &["redact-secrets"]);
+        let config = write_config_with(dir.path(), &db.url, &instance, &extra);
+        assert!(cli(&config, &["migrate"]).status.success());
+        let slow = event_with(dir.path(), "slow");
+        assert!(
+            cli(&config, &["ingest", "--plugins", &plugins(), &slow])
+                .status
+                .success()
+        );
+
+        let mut first = Server::start(&config);
+        first
+            .wait_for("the agent container", Duration::from_secs(60), || {
+                !containers_of(&instance).is_empty()
+            })
+            .await;
+        first.kill();
+        assert_eq!(incidents(&config)[0]["status"], "investigating");
+        assert_eq!(
+            containers_of(&instance).len(),
+            1,
+            "the container outlives the killed process"
+        );
+
+        let mut second = Server::start(&config);
+        second
+            .wait_for("the incident resolved", Duration::from_secs(90), || {
+                incidents(&config)[0]["status"] == "resolved"
+            })
+            .await;
+        let log = second.stop();
+        assert!(log.contains("re-attached"), "{log}");
+        let incident = &incidents(&config)[0];
+        assert_eq!(
+            incident["attempts"], 1,
+            "{}: completed by re-attaching, not by a second run",
+            db.backend
+        );
+        let shown = show(&config, incident["id"].as_str().unwrap());
+        let reports = shown["reports"].as_array().unwrap();
+        assert_eq!(
+            reports.len(),
+            1,
+            "{}: the report is stored: {shown}",
+            db.backend
+        );
+        let report = reports[0]["report_markdown"].as_str().unwrap();
+        assert!(report.contains("config map is missing"), "{report}");
+        assert!(
+            !report.contains("hunter2"),
+            "post-triage redacted it: {report}"
+        );
+        let stages: Vec<&str> = shown["pluginRuns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| run["stage"].as_str().unwrap())
+            .collect();
+        assert!(
+            stages.contains(&"post_triage"),
+            "{}: {stages:?}",
+            db.backend
+        );
+        assert!(
+            containers_of(&instance).is_empty(),
+            "containers left behind"
+        );
+    }
+}
+
+/// A re-attached run whose lease is lost (swept and claimed by another replica while this one
+/// was down or slow) is stopped and its container removed, as a fresh run's would be: never two
+/// agents on one cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reattached_run_that_loses_its_lease_is_stopped() {
+    for db in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        // one slot, busy with the resumed run, so this process claims nothing meanwhile
+        let config = write_config(dir.path(), &db.url, &instance);
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("concurrency = 2", "concurrency = 1")
+            .replace("lease_secs = 30", "lease_secs = 3");
+        std::fs::write(&config, text).unwrap();
+        assert!(cli(&config, &["migrate"]).status.success());
+        let gated = event_with(dir.path(), "gated");
+        assert!(
+            cli(&config, &["ingest", "--plugins", &plugins(), &gated])
+                .status
+                .success()
+        );
+
+        let mut first = Server::start(&config);
+        first
+            .wait_for("the agent container", Duration::from_secs(60), || {
+                !containers_of(&instance).is_empty()
+            })
+            .await;
+        first.kill();
+        let mut second = Server::start(&config);
+        second
+            .wait_for("the re-attached run", Duration::from_secs(60), || {
+                server_log(&config).contains("re-attached to a running agent")
+            })
+            .await;
+        assert_eq!(containers_of(&instance).len(), 1);
+
+        // another replica takes the incident over: what the sweep and a claim do together
+        use chrono::SubsecRound as _;
+        use sea_orm::ConnectionTrait as _;
+        let store = db.store().await;
+        let id = incidents(&config)[0]["id"].as_str().unwrap().to_owned();
+        let taken = store
+            .connection()
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                store.connection().get_database_backend(),
+                "UPDATE incidents SET lease_owner = 'other-replica', attempts = attempts + 1, \
+                 lease_expires_at = $2 WHERE id = $1",
+                [
+                    id.clone().into(),
+                    (chrono::Utc::now() + chrono::Duration::hours(1))
+                        .trunc_subsecs(6)
+                        .into(),
+                ],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(taken.rows_affected(), 1);
+
+        second
+            .wait_for(
+                "the re-attached agent stopped and removed",
+                Duration::from_secs(20),
+                || containers_of(&instance).is_empty(),
+            )
+            .await;
+        let log = second.stop();
+        assert!(log.contains("lease lost"), "{}: {log}", db.backend);
+        let incident = &incidents(&config)[0];
+        assert_eq!(incident["status"], "investigating", "{}", db.backend);
+        assert_eq!(incident["lease_owner"], "other-replica", "{}", db.backend);
+        assert!(
+            show(&config, &id)["reports"].as_array().unwrap().is_empty(),
+            "{}: the abandoned run's outcome is dropped",
+            db.backend
+        );
+    }
+}
+
+/// The key nightcrier gives the agent, printed by the agent into its output and its report (as a
+/// prompt-injected agent does), is in no log file, no `tail`, no stored report and no database
+/// file, whatever the plugins: nightcrier masks the values it handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_own_api_key_never_reaches_logs_tail_or_the_database() {
+    use base64::Engine as _;
+    for db in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        let key = format!("sk-ant-api03-{}", uuid::Uuid::new_v4().simple());
+        let config = write_config_with(
+            dir.path(),
+            &db.url,
+            &instance,
+            "secret_env = [{ name = \"ANTHROPIC_API_KEY\" }]\n",
+        );
+        assert!(cli(&config, &["migrate"]).status.success());
+        assert!(
+            cli(
+                &config,
+                &[
+                    "ingest",
+                    "--plugins",
+                    &plugins(),
+                    &example("crashloop.json")
+                ]
+            )
+            .status
+            .success()
+        );
+        let mut server = Server::start_with(&config, &[("ANTHROPIC_API_KEY", &key)]);
+        server
+            .wait_for("the incident resolved", Duration::from_secs(90), || {
+                incidents(&config)[0]["status"] == "resolved"
+            })
+            .await;
+        let log = server.stop();
+        let id = incidents(&config)[0]["id"].as_str().unwrap().to_owned();
+        let shown = show(&config, &id);
+        let report = shown["reports"][0]["report_markdown"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            report.contains("ANTHROPIC_API_KEY=[REDACTED:ANTHROPIC_API_KEY]"),
+            "{}: {report}",
+            db.backend
+        );
+        let tail = cli(&config, &["tail", &id]);
+        let mut places = vec![
+            ("serve log", log),
+            ("incidents show", shown.to_string()),
+            ("tail", String::from_utf8_lossy(&tail.stdout).into_owned()),
+        ];
+        let mut pending = vec![dir.path().join("workspaces").join(&id)];
+        while let Some(folder) = pending.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else {
+                    let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                    places.push(("workspace file", format!("{}: {text}", path.display())));
+                }
+            }
+        }
+        if let Some(file) = db.url.strip_prefix("sqlite://") {
+            for suffix in ["", "-wal"] {
+                if let Ok(bytes) = std::fs::read(format!("{file}{suffix}")) {
+                    places.push((
+                        "database file",
+                        String::from_utf8_lossy(&bytes).into_owned(),
+                    ));
+                }
+            }
+        }
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("user:{key}"));
+        for (place, text) in &places {
+            assert!(
+                !text.contains(&key),
+                "{}: {place} holds the key: {text}",
+                db.backend
+            );
+            assert!(
+                !text.contains(&basic),
+                "{}: {place} holds it in base64",
+                db.backend
+            );
+        }
+        assert!(
+            places[2].1.contains("[REDACTED:ANTHROPIC_API_KEY]"),
+            "tail shows the agent's output, masked: {}",
+            places[2].1
+        );
+    }
+}
+
+/// A profile that can be used but lacks a secret or its image is a configuration error: serve
+/// refuses to start and names each missing thing, instead of failing every incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_to_start_when_a_profile_lacks_a_secret_or_its_image() {
     let db = backends().await.into_iter().next().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let instance = format!("e2e-{}", uuid::Uuid::new_v4().simple());
-    let config = write_config(dir.path(), &db.url, &instance);
+    let extra = r#"secret_env = [{ name = "API_KEY", from_env = "NIGHTCRIER_E2E_SURELY_UNSET" }]
+
+[agent.profiles.other]
+image = "nightcrier-e2e-missing:nope"
+command = ["/bin/true"]
+
+[[clusters]]
+name = "kind-dev"
+agent_profile = "other"
+"#;
+    let config = write_config_with(dir.path(), &db.url, &instance, extra);
     assert!(cli(&config, &["migrate"]).status.success());
-    let slow = dir.path().join("slow.json");
-    let event = std::fs::read_to_string(example("crashloop.json"))
-        .unwrap()
-        .replace("restart count", "slow restart count");
-    std::fs::write(&slow, event).unwrap();
     assert!(
         cli(
             &config,
-            &["ingest", "--plugins", &plugins(), slow.to_str().unwrap()]
+            &[
+                "ingest",
+                "--plugins",
+                &plugins(),
+                &example("crashloop.json")
+            ]
         )
         .status
         .success()
     );
+    let mut server = Server::start(&config);
+    let status = server.exit_within(Duration::from_secs(60)).await;
+    let log = server.log();
+    if status.is_none() {
+        server.kill();
+        panic!("serve started without the secret and the image: {log}");
+    }
+    assert!(!status.unwrap().success(), "{log}");
+    assert!(log.contains("refusing to serve"), "{log}");
+    assert!(
+        log.contains("agent profile e2e: secret API_KEY")
+            && log.contains("NIGHTCRIER_E2E_SURELY_UNSET")
+            && log.contains("agent.default_profile"),
+        "{log}"
+    );
+    assert!(
+        log.contains("agent profile other: image nightcrier-e2e-missing:nope")
+            && log.contains("the profile of cluster kind-dev"),
+        "{log}"
+    );
+    assert_eq!(
+        incidents(&config)[0]["status"],
+        "pending",
+        "nothing was touched"
+    );
+}
 
-    let mut first = Server::start(&config);
-    first
-        .wait_for("the agent container", Duration::from_secs(60), || {
-            !containers_of(&instance).is_empty()
+/// A secret that goes missing after start-up (its file deleted) keeps incidents queued, with
+/// an error in the log, until it is back; then they are investigated. None is failed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_lost_while_serving_keeps_incidents_queued_until_it_is_back() {
+    let db = backends().await.into_iter().next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let instance = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+    let key_file = dir.path().join("api-key");
+    std::fs::write(&key_file, "k3y-0123456789\n").unwrap();
+    let extra = format!(
+        "secret_env = [{{ name = \"API_KEY\", from_file = \"{}\" }}]\n",
+        key_file.display()
+    );
+    let config = write_config_with(dir.path(), &db.url, &instance, &extra);
+    assert!(cli(&config, &["migrate"]).status.success());
+    let mut server = Server::start(&config);
+    server
+        .wait_for("serving", Duration::from_secs(60), || {
+            server_log(&config).contains("nightcrier serving")
         })
         .await;
-    first.kill();
-    assert_eq!(incidents(&config)[0]["status"], "investigating");
-    assert_eq!(
-        containers_of(&instance).len(),
-        1,
-        "the container outlives the killed process"
+    std::fs::remove_file(&key_file).unwrap();
+    assert!(
+        cli(
+            &config,
+            &[
+                "ingest",
+                "--plugins",
+                &plugins(),
+                &example("crashloop.json")
+            ]
+        )
+        .status
+        .success()
     );
+    server
+        .wait_for("the incident claimed once", Duration::from_secs(60), || {
+            incidents(&config)[0]["attempts"].as_i64() >= Some(1)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let incident = &incidents(&config)[0];
+    assert_eq!(
+        incident["status"], "queued",
+        "a missing secret must not fail the incident: {incident}"
+    );
+    assert_eq!(incident["attempts"], 1, "claims are held: {incident}");
+    assert!(
+        server_log(&config).contains("agent profile is not ready"),
+        "{}",
+        server_log(&config)
+    );
+    assert!(
+        incident["failure_reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("secret API_KEY")),
+        "{incident}"
+    );
+    assert!(containers_of(&instance).is_empty());
 
-    let mut second = Server::start(&config);
-    second
-        .wait_for("the incident resolved", Duration::from_secs(90), || {
+    std::fs::write(&key_file, "k3y-0123456789\n").unwrap();
+    server
+        .wait_for("the incident resolved", Duration::from_secs(60), || {
             incidents(&config)[0]["status"] == "resolved"
         })
         .await;
-    let log = second.stop();
-    assert!(log.contains("re-attached"), "{log}");
-    let incident = &incidents(&config)[0];
-    assert_eq!(
-        incident["attempts"], 1,
-        "completed by re-attaching, not by a second run"
-    );
-    assert!(
-        containers_of(&instance).is_empty(),
-        "containers left behind"
-    );
+    let log = server.stop();
+    assert!(log.contains("agent profile is ready again"), "{log}");
+}
+
+/// Every serve log next to `config`, concatenated.
+fn server_log(config: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(config.parent().unwrap())
+        .unwrap()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("nightcrier.") && name.ends_with(".log") {
+            text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_pre_and_post_triage_plugins() {
-    let plugins = built_plugins();
+    let plugin_dir = built_plugins();
     for db in backends().await {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("plugins");
         std::fs::create_dir_all(&folder).unwrap();
         for name in ["kubernetes-mcp", "noise-filter", "dedup", "redact-secrets"] {
             std::fs::copy(
-                plugins.join(format!("{name}.wasm")),
+                plugin_dir.join(format!("{name}.wasm")),
                 folder.join(format!("{name}.wasm")),
             )
             .unwrap();
@@ -431,7 +842,7 @@ window_seconds = 600
             &[
                 "ingest",
                 "--plugins",
-                &plugins.display().to_string(),
+                &plugins(),
                 "--source",
                 "kubernetes-mcp",
                 &example("crashloop.json"),

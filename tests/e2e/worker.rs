@@ -79,6 +79,7 @@ async fn workers_drain_the_queue_and_stop_on_shutdown() {
             queue.clone(),
             config(Duration::from_secs(30)),
             agent.clone(),
+            Vec::new(),
             shutdown.clone(),
         ));
         wait_for("all incidents resolved", async || {
@@ -109,6 +110,7 @@ async fn leases_are_renewed_while_an_investigation_outlives_them() {
             queue.clone(),
             config(Duration::from_millis(500)),
             agent.clone(),
+            Vec::new(),
             shutdown.clone(),
         ));
         wait_for("the slow incident resolved", async || {
@@ -147,6 +149,7 @@ async fn a_lost_lease_cancels_the_investigation() {
             queue.clone(),
             cfg,
             agent.clone(),
+            Vec::new(),
             shutdown.clone(),
         ));
         wait_for("the incident claimed", async || {
@@ -176,5 +179,75 @@ async fn a_lost_lease_cancels_the_investigation() {
         let incident = queue.get(ids.incident_id).await.unwrap();
         assert_eq!(incident.status, JobStatus::Queued, "{}", db.backend);
         assert!(incident.failure_reason.unwrap().contains("shutting down"));
+    }
+}
+
+/// An investigator that is not ready holds every claim (the incidents stay queued, none is
+/// taken and failed); once it is ready, the workers drain the queue.
+struct GatedAgent {
+    open: std::sync::atomic::AtomicBool,
+    investigated: AtomicUsize,
+}
+
+impl Investigate for GatedAgent {
+    async fn investigate(
+        &self,
+        _incident: Incident,
+        _lease: Lease,
+        _cancel: CancellationToken,
+    ) -> JobOutcome {
+        self.investigated.fetch_add(1, Ordering::SeqCst);
+        JobOutcome::Done { exit_code: 0 }
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        if self.open.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err("a secret is missing".into())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_not_ready_investigator_keeps_incidents_queued() {
+    for db in backends().await {
+        let queue = db.queue().await;
+        let events: Vec<_> = (0..3).map(|n| event(&format!("g{n}"), n)).collect();
+        queue.ingest_batch(&events).await.unwrap();
+        queue_all_pending(&queue).await;
+        let agent = Arc::new(GatedAgent {
+            open: std::sync::atomic::AtomicBool::new(false),
+            investigated: AtomicUsize::new(0),
+        });
+        let shutdown = CancellationToken::new();
+        let workers = tokio::spawn(run_workers(
+            queue.clone(),
+            config(Duration::from_secs(30)),
+            agent.clone(),
+            Vec::new(),
+            shutdown.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            agent.investigated.load(Ordering::SeqCst),
+            0,
+            "{}",
+            db.backend
+        );
+        let counts = queue.counts().await.unwrap();
+        assert_eq!(
+            counts.get(&JobStatus::Queued),
+            Some(&3),
+            "{}: {counts:?}",
+            db.backend
+        );
+        agent.open.store(true, Ordering::SeqCst);
+        wait_for("all incidents resolved", async || {
+            queue.counts().await.unwrap().get(&JobStatus::Resolved) == Some(&3)
+        })
+        .await;
+        shutdown.cancel();
+        workers.await.unwrap();
     }
 }

@@ -83,16 +83,6 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
-    /// A secret could not be read from its source.
-    #[error("failed to resolve secret {name} for incident {incident_id}: {reason}")]
-    Secret {
-        /// The incident.
-        incident_id: String,
-        /// The env var name inside the container.
-        name: String,
-        /// What was missing (never the value).
-        reason: String,
-    },
 }
 
 /// Checks that an incident id is safe as a path component and container name.

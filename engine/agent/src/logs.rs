@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast;
 
 use crate::error::AgentError;
+use crate::mask::{SecretMasker, StreamMasker};
 use crate::workspace::{LogPaths, Workspace};
 
 /// How often `tail` looks for new bytes while following.
@@ -24,6 +25,13 @@ pub enum LogStream {
 }
 
 impl LogStream {
+    fn index(self) -> usize {
+        match self {
+            Self::Stdout => 0,
+            Self::Stderr => 1,
+        }
+    }
+
     fn tag(self) -> &'static str {
         match self {
             Self::Stdout => "STDOUT",
@@ -89,6 +97,8 @@ pub(crate) struct LogSink {
     full: CappedFile,
     cap: u64,
     partial: [Vec<u8>; 2],
+    /// Secrets handed to the agent are masked before any byte is written or broadcast.
+    maskers: [StreamMasker; 2],
     sender: broadcast::Sender<LogChunk>,
 }
 
@@ -96,6 +106,7 @@ impl LogSink {
     pub(crate) async fn open(
         paths: &LogPaths,
         cap: u64,
+        masker: &SecretMasker,
         sender: broadcast::Sender<LogChunk>,
     ) -> std::io::Result<Self> {
         Ok(Self {
@@ -104,6 +115,7 @@ impl LogSink {
             full: CappedFile::open(&paths.full).await?,
             cap,
             partial: [Vec::new(), Vec::new()],
+            maskers: [masker.stream(), masker.stream()],
             sender,
         })
     }
@@ -113,6 +125,14 @@ impl LogSink {
     }
 
     pub(crate) async fn write(&mut self, stream: LogStream, bytes: &[u8]) -> std::io::Result<()> {
+        let masked = self.maskers[stream.index()].push(bytes);
+        self.write_masked(stream, &masked).await
+    }
+
+    async fn write_masked(&mut self, stream: LogStream, bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
         let cap = self.cap;
         let (raw, index) = match stream {
             LogStream::Stdout => (&mut self.stdout, 0),
@@ -146,6 +166,10 @@ impl LogSink {
 
     /// Flushes half lines and syncs the files.
     pub(crate) async fn finish(&mut self) -> std::io::Result<()> {
+        for stream in [LogStream::Stdout, LogStream::Stderr] {
+            let held = self.maskers[stream.index()].finish();
+            self.write_masked(stream, &held).await?;
+        }
         for (index, stream) in [(0, LogStream::Stdout), (1, LogStream::Stderr)] {
             let rest = std::mem::take(&mut self.partial[index]);
             if !rest.is_empty() {
@@ -256,9 +280,14 @@ mod tests {
     async fn sink_caps_files_and_keeps_lines_whole() {
         let directory = tempfile::tempdir().unwrap();
         let (sender, mut receiver) = broadcast::channel(16);
-        let mut sink = LogSink::open(&paths(directory.path()), 1000, sender)
-            .await
-            .unwrap();
+        let mut sink = LogSink::open(
+            &paths(directory.path()),
+            1000,
+            &SecretMasker::default(),
+            sender,
+        )
+        .await
+        .unwrap();
         sink.write(LogStream::Stdout, b"hello wo").await.unwrap();
         sink.write(LogStream::Stdout, b"rld\n").await.unwrap();
         sink.write(LogStream::Stderr, b"oops\n").await.unwrap();
@@ -280,6 +309,56 @@ mod tests {
             std::fs::read_to_string(directory.path().join("agent-stderr.log")).unwrap(),
             "oops\n"
         );
+    }
+
+    #[tokio::test]
+    async fn sink_masks_secrets_split_across_writes_in_files_and_broadcast() {
+        let directory = tempfile::tempdir().unwrap();
+        let (sender, mut receiver) = broadcast::channel(64);
+        let masker = SecretMasker::new(&[crate::mask::NamedSecret {
+            name: "API_KEY".into(),
+            value: b"sk-live-0123456789abcdef".to_vec(),
+        }]);
+        let mut sink = LogSink::open(&paths(directory.path()), 1 << 20, &masker, sender)
+            .await
+            .unwrap();
+        sink.write(LogStream::Stdout, b"API_KEY=sk-live-0123")
+            .await
+            .unwrap();
+        sink.write(LogStream::Stdout, b"456789abcdef\nnext ")
+            .await
+            .unwrap();
+        sink.write(LogStream::Stderr, b"err sk-live-0123456789abc")
+            .await
+            .unwrap();
+        sink.finish().await.unwrap();
+        let mut broadcast = Vec::new();
+        while let Ok(chunk) = receiver.try_recv() {
+            broadcast.extend(chunk.bytes);
+        }
+        let broadcast = String::from_utf8(broadcast).unwrap();
+        assert!(
+            !broadcast.contains("sk-live-0123456789abcdef"),
+            "{broadcast}"
+        );
+        assert!(
+            broadcast.contains("API_KEY=[REDACTED:API_KEY]"),
+            "{broadcast}"
+        );
+        let stdout = std::fs::read_to_string(directory.path().join("agent-stdout.log")).unwrap();
+        assert_eq!(stdout, "API_KEY=[REDACTED:API_KEY]\nnext ");
+        let stderr = std::fs::read_to_string(directory.path().join("agent-stderr.log")).unwrap();
+        assert_eq!(
+            stderr, "err sk-live-0123456789abc",
+            "not a secret: a prefix of one"
+        );
+        let full = std::fs::read_to_string(directory.path().join("agent-full.log")).unwrap();
+        assert!(
+            full.contains("[STDOUT] API_KEY=[REDACTED:API_KEY]"),
+            "{full}"
+        );
+        assert!(full.contains("[STDOUT] next"), "{full}");
+        assert!(!full.contains("sk-live-0123456789abcdef"), "{full}");
     }
 
     #[tokio::test]

@@ -6,6 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::breaker::BreakerEvent;
+use crate::mask::SecretMasker;
+use crate::profile::ProfileProblem;
 use crate::workspace::LogPaths;
 
 /// Why a run counts as failed. `Display` keeps the original's reason texts.
@@ -40,6 +42,22 @@ pub enum FailureReason {
         /// The profile's cap.
         limit: u64,
     },
+    /// The profile cannot run (a secret's source or the image is missing): no container was
+    /// started. A configuration problem; the incident is not at fault.
+    NotReady(ProfileProblem),
+}
+
+impl FailureReason {
+    /// The reason with any secret value in its texts masked.
+    pub(crate) fn masked(self, masker: &SecretMasker) -> Self {
+        match self {
+            Self::Harness(text) => Self::Harness(masker.mask_str(&text).into_owned()),
+            Self::ReportUnreadable(text) => {
+                Self::ReportUnreadable(masker.mask_str(&text).into_owned())
+            }
+            other => other,
+        }
+    }
 }
 
 impl std::fmt::Display for FailureReason {
@@ -67,6 +85,7 @@ impl std::fmt::Display for FailureReason {
                 formatter,
                 "agent wrote {size} bytes under output/, over the cap of {limit} bytes; it was stopped and output/ emptied"
             ),
+            Self::NotReady(problem) => write!(formatter, "agent could not start: {problem}"),
         }
     }
 }
@@ -119,6 +138,9 @@ pub struct AgentOutcome {
     pub breaker_event: Option<BreakerEvent>,
     /// Whether this run was re-attached after a restart.
     pub recovered: bool,
+    /// `output/investigation.md` as the agent left it, with every secret nightcrier gave the
+    /// agent masked; `None` when there is no such file.
+    pub report: Option<String>,
 }
 
 /// Checks the report: exists and is at least `min_bytes` long. Blocking-free.

@@ -7,13 +7,45 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::mask::NamedSecret;
 use crate::secret::Secret;
 
 /// Image used by the built-in profiles (built from `examples/agent-image`).
 pub const DEFAULT_IMAGE: &str = "nightcrier-agent:latest";
 
-/// The four agent CLIs with built-in defaults.
+/// The four agent CLIs with built-in defaults; each is also a profile of the same name.
 pub const BUILT_IN_CLIS: [&str; 4] = ["claude", "codex", "gemini", "goose"];
+
+/// The defaults of a profile's limits, in one place: [`AgentProfileConfig::build`] applies them,
+/// and a container re-attached after a restart whose labels lack a value falls back to them.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Run timeout.
+    pub const TIMEOUT: Duration = Duration::from_secs(300);
+    /// Grace period between stop (SIGTERM) and kill.
+    pub const STOP_GRACE: Duration = Duration::from_secs(10);
+    /// Memory limit.
+    pub const MEMORY: &str = "2g";
+    /// CPU limit in cores.
+    pub const CPUS: f64 = 2.0;
+    /// Most processes.
+    pub const PIDS: i64 = 512;
+    /// Size of each tmpfs.
+    pub const SCRATCH_SIZE: &str = "256m";
+    /// Cap per captured log file.
+    pub const LOG_CAP: &str = "10m";
+    /// Smallest valid report, in bytes.
+    pub const MIN_REPORT_BYTES: u64 = 100;
+    /// Cap on what the agent may write under `output/`.
+    pub const OUTPUT_CAP: &str = "100m";
+    /// Container uid and gid.
+    pub const UID: u32 = 1000;
+    /// Container gid.
+    pub const GID: u32 = 1000;
+    /// Tool list.
+    pub const ALLOWED_TOOLS: &str = "Read,Write,Grep,Glob,Bash,Skill";
+}
 
 /// Placeholders allowed in `command`; secrets are deliberately not among them.
 const PLACEHOLDERS: [&str; 6] = [
@@ -49,11 +81,18 @@ pub struct AgentProfileConfig {
     /// Host files mounted read-only at `/run/secrets/<name>`.
     #[serde(default)]
     pub secret_files: Vec<SecretFileConfig>,
-    /// Run timeout in seconds (default 300).
+    /// Run timeout in seconds (default 300); `timeout` takes a duration such as `"10m"`.
     pub timeout_secs: Option<u64>,
+    /// Run timeout, e.g. `"10m"` or `"90s"` (default 5m); give this or `timeout_secs`.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
     /// Grace period between stop (SIGTERM) and kill, in seconds (default 10).
     pub stop_grace_secs: Option<u64>,
-    /// Memory limit, e.g. `2g`, `512m` or a byte count (default 2g).
+    /// Grace period between stop and kill, e.g. `"10s"`; give this or `stop_grace_secs`.
+    #[serde(default, with = "humantime_serde")]
+    pub stop_grace: Option<Duration>,
+    /// Memory limit, e.g. `2g`, `512m`, `1.5GiB` or a byte count (default 2g; k, m, g are
+    /// binary units, as in Docker).
     pub memory: Option<String>,
     /// CPU limit in cores, e.g. 1.5 (default 2).
     pub cpus: Option<f64>,
@@ -126,7 +165,7 @@ pub struct SecretEnv {
 
 impl SecretEnv {
     /// Reads the value; `Ok(None)` when optional and absent. The error text never holds the value.
-    pub(crate) async fn resolve(&self) -> Result<Option<Secret>, String> {
+    pub async fn resolve(&self) -> Result<Option<Secret>, String> {
         let value = match &self.source {
             SecretSource::Env(variable) => std::env::var(variable).ok(),
             SecretSource::File(path) => match tokio::fs::read_to_string(path).await {
@@ -241,6 +280,145 @@ pub struct ProfileError {
     pub reason: String,
 }
 
+/// Something a profile needs that is not there, so no agent can run with it: a secret whose
+/// source is missing, or an image the Docker engine does not have. A configuration problem, not
+/// a fault of the incident that found it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileProblem {
+    /// A secret environment variable or secret file cannot be read.
+    #[error("agent profile {profile}: secret {name}: {reason}")]
+    Secret {
+        /// Profile name.
+        profile: String,
+        /// The secret's name in the container.
+        name: String,
+        /// What is missing (never the value).
+        reason: String,
+    },
+    /// The image is not present and could not be pulled.
+    #[error("agent profile {profile}: image {image} is missing: {reason}")]
+    Image {
+        /// Profile name.
+        profile: String,
+        /// Image reference.
+        image: String,
+        /// Why it could not be had.
+        reason: String,
+    },
+}
+
+/// A profile's secrets read for one run: what the container gets, and every value to mask.
+pub(crate) struct ResolvedSecrets {
+    /// `NAME=value` pairs for the container environment.
+    pub(crate) env: Vec<(String, Secret)>,
+    /// Every value handed out (environment and files), for the masker.
+    pub(crate) handed_out: Vec<NamedSecret>,
+}
+
+/// Secret files larger than this are mounted but not masked (they are bundles, not keys).
+const MAX_MASKED_FILE_BYTES: u64 = 64 * 1024;
+
+impl AgentProfile {
+    /// Reads every secret of the profile now, so a rotated file is picked up. The first problem
+    /// found is returned; [`AgentProfile::check_secrets`] lists them all.
+    pub(crate) async fn resolve_secrets(&self) -> Result<ResolvedSecrets, ProfileProblem> {
+        let mut resolved = ResolvedSecrets {
+            env: Vec::new(),
+            handed_out: Vec::new(),
+        };
+        let problem = |name: &str, reason: String| ProfileProblem::Secret {
+            profile: self.name.clone(),
+            name: name.to_owned(),
+            reason,
+        };
+        for secret in &self.secret_env {
+            match secret.resolve().await {
+                Ok(Some(value)) => {
+                    resolved.handed_out.push(NamedSecret {
+                        name: secret.name.clone(),
+                        value: value.expose().as_bytes().to_vec(),
+                    });
+                    resolved.env.push((secret.name.clone(), value));
+                }
+                Ok(None) => {}
+                Err(reason) => return Err(problem(&secret.name, reason)),
+            }
+        }
+        for file in &self.secret_files {
+            let metadata = tokio::fs::metadata(&file.host_path)
+                .await
+                .map_err(|error| {
+                    problem(
+                        &file.name,
+                        format!("cannot read {}: {error}", file.host_path.display()),
+                    )
+                })?;
+            if !metadata.is_file() {
+                return Err(problem(
+                    &file.name,
+                    format!("{} is not a file", file.host_path.display()),
+                ));
+            }
+            if metadata.len() > MAX_MASKED_FILE_BYTES {
+                continue;
+            }
+            let bytes = tokio::fs::read(&file.host_path).await.map_err(|error| {
+                problem(
+                    &file.name,
+                    format!("cannot read {}: {error}", file.host_path.display()),
+                )
+            })?;
+            resolved.handed_out.push(NamedSecret {
+                name: file.name.clone(),
+                value: trim_ascii_newlines(&bytes).to_vec(),
+            });
+        }
+        Ok(resolved)
+    }
+
+    /// Every secret this profile cannot read now, each named (empty when all are there).
+    pub async fn check_secrets(&self) -> Vec<ProfileProblem> {
+        let mut problems = Vec::new();
+        for secret in &self.secret_env {
+            if let Err(reason) = secret.resolve().await {
+                problems.push(ProfileProblem::Secret {
+                    profile: self.name.clone(),
+                    name: secret.name.clone(),
+                    reason,
+                });
+            }
+        }
+        for file in &self.secret_files {
+            let readable = tokio::fs::File::open(&file.host_path).await;
+            let is_file = tokio::fs::metadata(&file.host_path)
+                .await
+                .is_ok_and(|metadata| metadata.is_file());
+            if let Err(error) = readable {
+                problems.push(ProfileProblem::Secret {
+                    profile: self.name.clone(),
+                    name: file.name.clone(),
+                    reason: format!("cannot read {}: {error}", file.host_path.display()),
+                });
+            } else if !is_file {
+                problems.push(ProfileProblem::Secret {
+                    profile: self.name.clone(),
+                    name: file.name.clone(),
+                    reason: format!("{} is not a file", file.host_path.display()),
+                });
+            }
+        }
+        problems
+    }
+}
+
+fn trim_ascii_newlines(bytes: &[u8]) -> &[u8] {
+    let end = bytes
+        .iter()
+        .rposition(|byte| !matches!(byte, b'\n' | b'\r'))
+        .map_or(0, |last| last + 1);
+    &bytes[..end]
+}
+
 impl AgentProfileConfig {
     /// Parses one profile from JSON text (the engine normally deserialises `AgentProfileConfig`
     /// from its own config file); unknown keys are rejected with their name.
@@ -306,7 +484,7 @@ impl AgentProfileConfig {
         let allowed_tools = self
             .allowed_tools
             .clone()
-            .unwrap_or_else(|| "Read,Write,Grep,Glob,Bash,Skill".to_owned());
+            .unwrap_or_else(|| defaults::ALLOWED_TOOLS.to_owned());
 
         for key in self.env.keys() {
             check_env_name(key).map_err(|reason| invalid("env", reason))?;
@@ -346,11 +524,37 @@ impl AgentProfileConfig {
             }
         }
 
-        let timeout_secs = self.timeout_secs.unwrap_or(300);
-        if timeout_secs == 0 {
-            return Err(invalid("timeout_secs", "must be at least 1".into()));
+        let timeout = match (self.timeout, self.timeout_secs) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "timeout",
+                    "give either `timeout` or `timeout_secs`, not both".into(),
+                ));
+            }
+            (Some(timeout), None) => timeout,
+            (None, Some(secs)) => Duration::from_secs(secs),
+            (None, None) => defaults::TIMEOUT,
+        };
+        if timeout < Duration::from_secs(1) {
+            let key = if self.timeout.is_some() {
+                "timeout"
+            } else {
+                "timeout_secs"
+            };
+            return Err(invalid(key, "must be at least 1 second".into()));
         }
-        let memory_bytes = parse_size(self.memory.as_deref().unwrap_or("2g"))
+        let stop_grace = match (self.stop_grace, self.stop_grace_secs) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "stop_grace",
+                    "give either `stop_grace` or `stop_grace_secs`, not both".into(),
+                ));
+            }
+            (Some(grace), None) => grace,
+            (None, Some(secs)) => Duration::from_secs(secs),
+            (None, None) => defaults::STOP_GRACE,
+        };
+        let memory_bytes = parse_size(self.memory.as_deref().unwrap_or(defaults::MEMORY))
             .map_err(|reason| invalid("memory", reason))?;
         if memory_bytes < 6 * 1024 * 1024 {
             return Err(invalid(
@@ -358,14 +562,14 @@ impl AgentProfileConfig {
                 "must be at least 6m (docker minimum)".into(),
             ));
         }
-        let cpus = self.cpus.unwrap_or(2.0);
+        let cpus = self.cpus.unwrap_or(defaults::CPUS);
         if !(cpus.is_finite() && cpus > 0.0 && cpus <= 1024.0) {
             return Err(invalid(
                 "cpus",
                 format!("{cpus} is not a positive core count"),
             ));
         }
-        let pids = self.pids_limit.unwrap_or(512);
+        let pids = self.pids_limit.unwrap_or(defaults::PIDS);
         if pids < 8 {
             return Err(invalid("pids_limit", "must be at least 8".into()));
         }
@@ -382,7 +586,7 @@ impl AgentProfileConfig {
             other if !other.is_empty() => NetworkMode::Named(other.to_owned()),
             _ => return Err(invalid("network", "must not be empty".into())),
         };
-        let uid = self.uid.unwrap_or(1000);
+        let uid = self.uid.unwrap_or(defaults::UID);
         if uid == 0 {
             return Err(invalid("uid", "the agent never runs as root".into()));
         }
@@ -398,13 +602,18 @@ impl AgentProfileConfig {
                 ));
             }
         }
-        let scratch_bytes = parse_size(self.scratch_size.as_deref().unwrap_or("256m"))
-            .map_err(|reason| invalid("scratch_size", reason))?;
-        let log_cap_bytes = parse_size(self.log_cap.as_deref().unwrap_or("10m"))
+        let scratch_bytes = parse_size(
+            self.scratch_size
+                .as_deref()
+                .unwrap_or(defaults::SCRATCH_SIZE),
+        )
+        .map_err(|reason| invalid("scratch_size", reason))?;
+        let log_cap_bytes = parse_size(self.log_cap.as_deref().unwrap_or(defaults::LOG_CAP))
             .map_err(|reason| invalid("log_cap", reason))?;
-        let min_report_bytes = self.min_report_bytes.unwrap_or(100);
-        let output_cap_bytes = parse_size(self.output_cap.as_deref().unwrap_or("100m"))
-            .map_err(|reason| invalid("output_cap", reason))?;
+        let min_report_bytes = self.min_report_bytes.unwrap_or(defaults::MIN_REPORT_BYTES);
+        let output_cap_bytes =
+            parse_size(self.output_cap.as_deref().unwrap_or(defaults::OUTPUT_CAP))
+                .map_err(|reason| invalid("output_cap", reason))?;
         if output_cap_bytes < min_report_bytes.max(4096) {
             return Err(invalid(
                 "output_cap",
@@ -424,8 +633,8 @@ impl AgentProfileConfig {
             env: self.env.clone(),
             secret_env,
             secret_files: self.secret_files.clone(),
-            timeout: Duration::from_secs(timeout_secs),
-            stop_grace: Duration::from_secs(self.stop_grace_secs.unwrap_or(10)),
+            timeout,
+            stop_grace,
             limits: ResourceLimits {
                 memory_bytes: i64::try_from(memory_bytes)
                     .map_err(|_| invalid("memory", "too large".into()))?,
@@ -434,7 +643,7 @@ impl AgentProfileConfig {
             },
             network,
             uid,
-            gid: self.gid.unwrap_or(1000),
+            gid: self.gid.unwrap_or(defaults::GID),
             scratch,
             scratch_bytes,
             log_cap_bytes,
@@ -562,21 +771,34 @@ fn check_placeholders(argument: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses `512`, `64k`, `256m`, `2g` (binary units) into bytes.
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim().to_ascii_lowercase();
-    let trimmed = trimmed.strip_suffix('b').unwrap_or(&trimmed);
-    let (digits, multiplier) = match trimmed.char_indices().last() {
-        Some((index, 'k')) => (&trimmed[..index], 1u64 << 10),
-        Some((index, 'm')) => (&trimmed[..index], 1 << 20),
-        Some((index, 'g')) => (&trimmed[..index], 1 << 30),
-        _ => (trimmed, 1),
+/// Parses a size such as `512`, `64k`, `256m`, `2g`, `1.5GiB` into bytes, through `bytesize`.
+/// Single-letter units (and `kb`, `mb`, `gb`, `tb`) are binary, as in Docker's `--memory 2g`;
+/// `KiB`, `MiB`, `GiB`, `TiB` say so explicitly. Zero is refused.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let number_end = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(number_end);
+    let unit = unit.trim();
+    // Docker's convention: `k`/`kb` mean KiB and so on.
+    let unit = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => "B",
+        "k" | "kb" | "ki" | "kib" => "KiB",
+        "m" | "mb" | "mi" | "mib" => "MiB",
+        "g" | "gb" | "gi" | "gib" => "GiB",
+        "t" | "tb" | "ti" | "tib" => "TiB",
+        _ => {
+            return Err(format!(
+                "cannot parse {text:?} as a size such as 512m or 2g"
+            ));
+        }
     };
-    digits
-        .parse::<u64>()
+    format!("{number} {unit}")
+        .parse::<bytesize::ByteSize>()
         .ok()
-        .and_then(|number| number.checked_mul(multiplier))
-        .filter(|bytes| *bytes > 0)
+        .map(|size| size.as_u64())
+        .filter(|bytes| *bytes > 0 && !number.is_empty())
         .ok_or_else(|| format!("cannot parse {text:?} as a size such as 512m or 2g"))
 }
 
@@ -639,6 +861,15 @@ mod tests {
                 "`env`",
             ),
             (r#"{"cli": "claude", "timeout_secs": 0}"#, "`timeout_secs`"),
+            (r#"{"cli": "claude", "timeout": "0s"}"#, "`timeout`"),
+            (
+                r#"{"cli": "claude", "timeout": "10m", "timeout_secs": 600}"#,
+                "`timeout`",
+            ),
+            (
+                r#"{"cli": "claude", "stop_grace": "5s", "stop_grace_secs": 5}"#,
+                "`stop_grace`",
+            ),
             (r#"{"cli": "claude", "output_cap": "lots"}"#, "`output_cap`"),
             (r#"{"cli": "claude", "output_cap": "1k"}"#, "`output_cap`"),
         ];
@@ -678,12 +909,41 @@ mod tests {
     }
 
     #[test]
+    fn durations_take_units_and_the_old_keys_still_work() {
+        let profile = AgentProfileConfig::from_json(
+            "p",
+            r#"{"cli": "claude", "timeout": "10m", "stop_grace": "2s"}"#,
+        )
+        .unwrap()
+        .build("p")
+        .unwrap();
+        assert_eq!(profile.timeout, Duration::from_secs(600));
+        assert_eq!(profile.stop_grace, Duration::from_secs(2));
+        let profile = AgentProfileConfig::from_json(
+            "p",
+            r#"{"cli": "claude", "timeout_secs": 90, "stop_grace_secs": 3}"#,
+        )
+        .unwrap()
+        .build("p")
+        .unwrap();
+        assert_eq!(profile.timeout, Duration::from_secs(90));
+        assert_eq!(profile.stop_grace, Duration::from_secs(3));
+        let error = AgentProfileConfig::from_json("p", r#"{"timeout": "soon"}"#).unwrap_err();
+        assert!(error.to_string().contains("soon"), "{error}");
+    }
+
+    #[test]
     fn sizes_parse_with_binary_units() {
         assert_eq!(parse_size("512").unwrap(), 512);
         assert_eq!(parse_size("64k").unwrap(), 65536);
         assert_eq!(parse_size("10MB").unwrap(), 10 << 20);
+        assert_eq!(parse_size("1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_size("256 MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
         assert!(parse_size("lots").is_err());
         assert!(parse_size("0").is_err());
+        assert!(parse_size("m").is_err());
+        assert!(parse_size("5 parsecs").is_err());
     }
 
     #[tokio::test]

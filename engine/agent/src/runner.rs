@@ -25,9 +25,10 @@ use crate::breaker::{BreakerConfig, CircuitBreaker};
 use crate::error::{AgentError, check_incident_id};
 use crate::incident::{IncidentInput, PermissionsSource, UnknownPermissions};
 use crate::logs::{LogChunk, LogSink, LogStream};
+use crate::mask::{NamedSecret, SecretMasker};
 use crate::outcome::{self, AgentOutcome, FailureReason, IncidentStatus};
 use crate::permissions::{ProbedPermissions, probe_cluster_permissions};
-use crate::profile::AgentProfile;
+use crate::profile::{AgentProfile, ProfileProblem, ResolvedSecrets, defaults, parse_size};
 use crate::record::{BreakerStateStore, ExecutionFinish, ExecutionRecorder, ExecutionStart};
 use crate::workspace::{AGENT_HOME, Workspace, WorkspaceContents};
 
@@ -42,6 +43,20 @@ const LABEL_GRACE: &str = "nightcrier.stop-grace-secs";
 const LABEL_MIN_REPORT: &str = "nightcrier.min-report-bytes";
 const LABEL_LOG_CAP: &str = "nightcrier.log-cap-bytes";
 const LABEL_OUTPUT_CAP: &str = "nightcrier.output-cap-bytes";
+/// Names (never values) of the secret variables the container got, so a process re-attaching
+/// after a restart knows which values of the container's environment to mask.
+const LABEL_SECRET_ENV: &str = "nightcrier.secret-env";
+
+/// Keys in a kubeconfig whose values are credentials, masked like the profile's secrets.
+const KUBECONFIG_SECRET_KEYS: [&str; 7] = [
+    "token",
+    "client-key-data",
+    "password",
+    "id-token",
+    "refresh-token",
+    "access-token",
+    "client-secret",
+];
 
 /// How often the size of `output/` is checked against the profile's cap.
 const OUTPUT_CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -170,6 +185,8 @@ struct Supervision {
     log_cap_bytes: u64,
     output_cap_bytes: u64,
     output: OutputStream,
+    /// Every secret value the container was given.
+    masker: SecretMasker,
     recovered: bool,
 }
 
@@ -327,12 +344,24 @@ impl DockerRunner {
         tracing::info!(incident_id = %incident_id, cluster = %cluster, profile = %request.profile.name, "starting agent");
 
         let (_live, sender) = self.go_live(&incident_id);
-        let result = self.start(&request, &workspace, started_at).await;
-        let outcome = match result {
+        let prepared = match request.profile.resolve_secrets().await {
+            Ok(secrets) => {
+                let mut handed_out = secrets.handed_out.clone();
+                if let Some(kubeconfig) = &request.kubeconfig {
+                    handed_out.extend(kubeconfig_secrets(&read_small(kubeconfig).await));
+                }
+                let masker = SecretMasker::new(&handed_out);
+                let started = self
+                    .start(&request, &workspace, started_at, &secrets, masker.clone())
+                    .await;
+                started.map_err(|error| (not_ready(&request.profile, error, &masker), masker))
+            }
+            Err(problem) => Err((FailureReason::NotReady(problem), SecretMasker::default())),
+        };
+        let outcome = match prepared {
             Ok((supervision, guard)) => self.supervise(supervision, guard, sender).await,
-            Err(error) => {
-                tracing::error!(incident_id = %incident_id, cluster = %cluster, error = %error, "agent did not start");
-                let failure = FailureReason::Harness(error.to_string());
+            Err((failure, masker)) => {
+                tracing::error!(incident_id = %incident_id, cluster = %cluster, error = %failure, "agent did not start");
                 self.finish(Finished {
                     incident_id: incident_id.clone(),
                     cluster,
@@ -345,11 +374,45 @@ impl DockerRunner {
                     failure: Some(failure),
                     logs_capped: false,
                     recovered: false,
+                    masker,
+                    report: None,
                 })
                 .await
             }
         };
         Ok(outcome)
+    }
+
+    /// What is wrong with `profile` now, each problem named: secrets that cannot be read and, when
+    /// `pull` is false, an image the engine does not have (when true, a missing image is pulled
+    /// first, for up to the pull timeout).
+    pub async fn check_profile(&self, profile: &AgentProfile, pull: bool) -> Vec<ProfileProblem> {
+        let mut problems = profile.check_secrets().await;
+        let image = if pull {
+            self.ensure_image(&profile.image)
+                .await
+                .map_err(|error| match error {
+                    AgentError::ImageUnavailable { reason, .. } => {
+                        format!("not present locally and could not be pulled: {reason}")
+                    }
+                    other => other.to_string(),
+                })
+        } else {
+            self.inner
+                .docker
+                .inspect_image(&profile.image)
+                .await
+                .map(|_| ())
+                .map_err(|error| format!("not present locally: {error}"))
+        };
+        if let Err(reason) = image {
+            problems.push(ProfileProblem::Image {
+                profile: profile.name.clone(),
+                image: profile.image.clone(),
+                reason,
+            });
+        }
+        problems
     }
 
     /// Ensures the image, resolves secrets, creates and starts the container.
@@ -358,6 +421,8 @@ impl DockerRunner {
         request: &AgentRequest,
         workspace: &Workspace,
         started_at: DateTime<Utc>,
+        secrets: &ResolvedSecrets,
+        masker: SecretMasker,
     ) -> Result<(Supervision, ContainerGuard), AgentError> {
         let profile = &request.profile;
         let incident_id = &request.incident.incident_id;
@@ -382,18 +447,8 @@ impl DockerRunner {
                 .iter()
                 .map(|(key, value)| format!("{key}={value}")),
         );
-        for secret in &profile.secret_env {
-            let value = secret
-                .resolve()
-                .await
-                .map_err(|reason| AgentError::Secret {
-                    incident_id: incident_id.clone(),
-                    name: secret.name.clone(),
-                    reason,
-                })?;
-            if let Some(value) = value {
-                env.push(format!("{}={}", secret.name, value.expose()));
-            }
+        for (name, value) in &secrets.env {
+            env.push(format!("{name}={}", value.expose()));
         }
 
         self.ensure_image(&profile.image).await?;
@@ -443,6 +498,15 @@ impl DockerRunner {
             (
                 LABEL_OUTPUT_CAP.to_owned(),
                 profile.output_cap_bytes.to_string(),
+            ),
+            (
+                LABEL_SECRET_ENV.to_owned(),
+                secrets
+                    .env
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
             ),
         ]);
         let tmpfs = profile
@@ -567,6 +631,7 @@ impl DockerRunner {
                 log_cap_bytes: profile.log_cap_bytes,
                 output_cap_bytes: profile.output_cap_bytes,
                 output: attached.output,
+                masker,
                 recovered: false,
             },
             guard,
@@ -585,10 +650,12 @@ impl DockerRunner {
         let incident_id = supervision.incident_id.clone();
         let cluster = supervision.cluster.clone();
         let log_paths = supervision.workspace.log_paths();
+        let masker = supervision.masker.clone();
         let pump = pump_logs(
             supervision.output,
             log_paths,
             supervision.log_cap_bytes,
+            &masker,
             sender,
         );
         tokio::pin!(pump);
@@ -660,6 +727,21 @@ impl DockerRunner {
                 tracing::error!(incident_id = %incident_id, cluster = %cluster, "could not empty the oversized output/ folder");
             }
         }
+        // The container is gone, so nothing writes here any more: mask what the agent left
+        // before anyone reads it.
+        if !supervision.masker.is_empty() {
+            let masker = supervision.masker.clone();
+            let workspace = supervision.workspace.clone();
+            let masked = tokio::task::spawn_blocking(move || mask_agent_files(&workspace, &masker))
+                .await
+                .expect("masking files does not panic");
+            if masked.failed > 0 {
+                tracing::error!(incident_id = %incident_id, cluster = %cluster, files = masked.failed, "could not mask secrets in some agent files");
+            }
+            if masked.masked > 0 {
+                tracing::warn!(incident_id = %incident_id, cluster = %cluster, files = masked.masked, "agent output held secrets nightcrier gave it; they were masked");
+            }
+        }
         let failure = outcome::judge(
             harness_failure,
             exit_code,
@@ -667,6 +749,7 @@ impl DockerRunner {
             supervision.min_report_bytes,
         )
         .await;
+        let report = read_report(&supervision.workspace.report_path(), &supervision.masker).await;
         self.finish(Finished {
             incident_id,
             cluster,
@@ -679,6 +762,8 @@ impl DockerRunner {
             failure,
             logs_capped,
             recovered: supervision.recovered,
+            masker: supervision.masker,
+            report,
         })
         .await
     }
@@ -698,8 +783,16 @@ impl DockerRunner {
             failure,
             logs_capped,
             recovered,
+            masker,
+            report,
         } = finished;
+        let failure = failure.map(|failure| failure.masked(&masker));
         let breaker_event = match &failure {
+            // The profile cannot run at all: a configuration problem, not the cluster's.
+            Some(reason @ FailureReason::NotReady(_)) => {
+                tracing::error!(incident_id = %incident_id, cluster = %cluster, error = %reason, "agent profile is not ready");
+                None
+            }
             Some(reason) => {
                 tracing::warn!(incident_id = %incident_id, cluster = %cluster, container = %container_id, error = %reason, "agent failed");
                 self.inner
@@ -774,6 +867,7 @@ impl DockerRunner {
             logs_capped,
             breaker_event,
             recovered,
+            report,
         }
     }
 
@@ -818,7 +912,8 @@ impl DockerRunner {
                     }
                 }
             }
-            let grace = label_number(&labels, LABEL_GRACE).unwrap_or(10);
+            let grace =
+                label_number(&labels, LABEL_GRACE).unwrap_or(defaults::STOP_GRACE.as_secs());
             let workspace = Workspace::open(&self.inner.config.workspace_root, &incident_id).ok();
             let mut guard = self.guard(container_id.clone(), workspace.clone());
             stop(
@@ -872,9 +967,12 @@ impl DockerRunner {
             .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
             .map(|time| time.to_utc())
             .unwrap_or_else(Utc::now);
-        let timeout = Duration::from_secs(label_number(labels, LABEL_TIMEOUT).unwrap_or(300));
+        let timeout = label_number(labels, LABEL_TIMEOUT)
+            .map(Duration::from_secs)
+            .unwrap_or(defaults::TIMEOUT);
         let elapsed = (Utc::now() - started_at).to_std().unwrap_or_default();
         let workspace = Workspace::open(&self.inner.config.workspace_root, incident_id)?;
+        let masker = handed_out_to(&inspected, labels, &workspace).await;
         // Re-read from the last captured write; a second of output may be duplicated.
         let logs_since = tokio::fs::metadata(workspace.log_paths().full)
             .await
@@ -896,10 +994,15 @@ impl DockerRunner {
             started_at,
             // The original timeout counts from the container's start, not from now.
             timeout: timeout.saturating_sub(elapsed),
-            stop_grace: Duration::from_secs(label_number(labels, LABEL_GRACE).unwrap_or(10)),
-            min_report_bytes: label_number(labels, LABEL_MIN_REPORT).unwrap_or(100),
-            log_cap_bytes: label_number(labels, LABEL_LOG_CAP).unwrap_or(10 << 20),
-            output_cap_bytes: label_number(labels, LABEL_OUTPUT_CAP).unwrap_or(100 << 20),
+            stop_grace: label_number(labels, LABEL_GRACE)
+                .map(Duration::from_secs)
+                .unwrap_or(defaults::STOP_GRACE),
+            min_report_bytes: label_number(labels, LABEL_MIN_REPORT)
+                .unwrap_or(defaults::MIN_REPORT_BYTES),
+            log_cap_bytes: label_number(labels, LABEL_LOG_CAP)
+                .unwrap_or_else(|| default_size(defaults::LOG_CAP)),
+            output_cap_bytes: label_number(labels, LABEL_OUTPUT_CAP)
+                .unwrap_or_else(|| default_size(defaults::OUTPUT_CAP)),
             output: self
                 .inner
                 .docker
@@ -915,6 +1018,7 @@ impl DockerRunner {
                     ),
                 )
                 .boxed(),
+            masker,
             recovered: true,
         };
         let runner = self.clone();
@@ -942,6 +1046,8 @@ struct Finished {
     failure: Option<FailureReason>,
     logs_capped: bool,
     recovered: bool,
+    masker: SecretMasker,
+    report: Option<String>,
 }
 
 enum Waited {
@@ -1077,9 +1183,10 @@ async fn pump_logs(
     mut stream: OutputStream,
     paths: crate::workspace::LogPaths,
     cap: u64,
+    masker: &SecretMasker,
     sender: broadcast::Sender<LogChunk>,
 ) -> std::io::Result<bool> {
-    let mut sink = LogSink::open(&paths, cap, sender).await?;
+    let mut sink = LogSink::open(&paths, cap, masker, sender).await?;
     while let Some(item) = stream.next().await {
         match item {
             Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
@@ -1193,6 +1300,201 @@ async fn permissions_json(request: &AgentRequest) -> String {
     text.expect("permissions documents always serialise")
 }
 
+/// The failure of a run that did not start: a missing image is the profile's problem (the
+/// incident stays queued), anything else the harness's; error texts are masked.
+fn not_ready(profile: &AgentProfile, error: AgentError, masker: &SecretMasker) -> FailureReason {
+    match error {
+        AgentError::ImageUnavailable { image, reason } => {
+            FailureReason::NotReady(ProfileProblem::Image {
+                profile: profile.name.clone(),
+                image,
+                reason: format!(
+                    "not present locally and could not be pulled: {}",
+                    masker.mask_str(&reason)
+                ),
+            })
+        }
+        other => FailureReason::Harness(masker.mask_str(&other.to_string()).into_owned()),
+    }
+}
+
+/// A default size constant in bytes (they are valid by construction, checked by a unit test).
+fn default_size(text: &str) -> u64 {
+    parse_size(text).unwrap_or_default()
+}
+
+/// Reads a small credential file for masking; empty when unreadable or large.
+async fn read_small(path: &Path) -> Vec<u8> {
+    match tokio::fs::metadata(path).await {
+        Ok(metadata) if metadata.is_file() && metadata.len() <= 1 << 20 => {
+            tokio::fs::read(path).await.unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Credential values of a kubeconfig (`token: …`, `client-key-data: …`), to be masked.
+fn kubeconfig_secrets(text: &[u8]) -> Vec<NamedSecret> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.trim().trim_start_matches("- ").split_once(':')?;
+            let value = value.trim().trim_matches(['"', '\'']);
+            (KUBECONFIG_SECRET_KEYS.contains(&key.trim()) && value.len() >= 8).then(|| {
+                NamedSecret {
+                    name: "kubeconfig".to_owned(),
+                    value: value.as_bytes().to_vec(),
+                }
+            })
+        })
+        .collect()
+}
+
+/// The secret values a running container was given, read back after a restart: the values of
+/// its labelled secret variables from its own environment, and the staged secret files and
+/// kubeconfig still in the workspace.
+async fn handed_out_to(
+    inspected: &bollard::models::ContainerInspectResponse,
+    labels: &HashMap<String, String>,
+    workspace: &Workspace,
+) -> SecretMasker {
+    let names: Vec<&str> = labels
+        .get(LABEL_SECRET_ENV)
+        .map(|names| names.split(',').filter(|name| !name.is_empty()).collect())
+        .unwrap_or_default();
+    let mut handed_out: Vec<NamedSecret> = inspected
+        .config
+        .as_ref()
+        .and_then(|config| config.env.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let (name, value) = entry.split_once('=')?;
+            names.contains(&name).then(|| NamedSecret {
+                name: name.to_owned(),
+                value: value.as_bytes().to_vec(),
+            })
+        })
+        .collect();
+    let staged = workspace.credentials_dir();
+    if let Ok(mut entries) = tokio::fs::read_dir(staged.join("secrets")).await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let bytes = read_small(&entry.path()).await;
+            let end = bytes
+                .iter()
+                .rposition(|byte| !matches!(byte, b'\n' | b'\r'))
+                .map_or(0, |last| last + 1);
+            handed_out.push(NamedSecret {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                value: bytes[..end].to_vec(),
+            });
+        }
+    }
+    handed_out.extend(kubeconfig_secrets(
+        &read_small(&staged.join("kubeconfig")).await,
+    ));
+    SecretMasker::new(&handed_out)
+}
+
+/// What [`mask_agent_files`] did.
+#[derive(Debug, Default)]
+struct MaskedFiles {
+    /// Files rewritten with secrets masked.
+    masked: usize,
+    /// Files that could not be checked or rewritten.
+    failed: usize,
+}
+
+/// Rewrites, with secrets masked, every regular file the agent could write (`output/`, and its
+/// own files in `logs/`; the captured logs were masked as they were written). Symlinks are
+/// never followed: the agent made them. Blocking; call after the container is gone.
+fn mask_agent_files(workspace: &Workspace, masker: &SecretMasker) -> MaskedFiles {
+    let mut result = MaskedFiles::default();
+    let captured = workspace.log_paths();
+    let mut pending = vec![workspace.output_dir(), workspace.logs_dir()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(metadata) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if metadata.is_dir() {
+                pending.push(path);
+            } else if metadata.is_file()
+                && ![&captured.stdout, &captured.stderr, &captured.full].contains(&&path)
+            {
+                match mask_file(&path, masker) {
+                    Ok(true) => result.masked += 1,
+                    Ok(false) => {}
+                    Err(_) => result.failed += 1,
+                }
+            }
+        }
+    }
+    result
+}
+
+/// Masks one file in place (through a temporary file and a rename); whether it held a secret.
+fn mask_file(path: &Path, masker: &SecretMasker) -> std::io::Result<bool> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut source = std::fs::File::open(path)?;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut stream = masker.stream();
+    let mut found = false;
+    // First pass: most files hold no secret and are left untouched.
+    loop {
+        let read = source.read(&mut chunk)?;
+        if read == 0 {
+            break;
+        }
+        let _ = stream.push(&chunk[..read]);
+        if stream.masked() > 0 {
+            found = true;
+            break;
+        }
+    }
+    let _ = stream.finish();
+    if !found && stream.masked() == 0 {
+        return Ok(false);
+    }
+    let mode = source.metadata()?.permissions().mode();
+    let mut source = std::fs::File::open(path)?;
+    let file_name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{file_name}.nightcrier-masked"));
+    let mut target = std::fs::File::create(&temporary)?;
+    let mut stream = masker.stream();
+    loop {
+        let read = source.read(&mut chunk)?;
+        if read == 0 {
+            break;
+        }
+        target.write_all(&stream.push(&chunk[..read]))?;
+    }
+    target.write_all(&stream.finish())?;
+    target.sync_all()?;
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&temporary, path)?;
+    Ok(true)
+}
+
+/// The report as the engine will see it, masked (`None` when there is none).
+async fn read_report(path: &Path, masker: &SecretMasker) -> Option<String> {
+    let metadata = tokio::fs::symlink_metadata(path).await.ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    let bytes = tokio::fs::read(path).await.ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    Some(masker.mask_str(&text).into_owned())
+}
+
 fn label_number<T: std::str::FromStr>(labels: &HashMap<String, String>, key: &str) -> Option<T> {
     labels.get(key).and_then(|value| value.parse().ok())
 }
@@ -1212,6 +1514,78 @@ fn split_image(image: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_sizes_are_valid() {
+        for text in [
+            defaults::LOG_CAP,
+            defaults::OUTPUT_CAP,
+            defaults::MEMORY,
+            defaults::SCRATCH_SIZE,
+        ] {
+            assert!(parse_size(text).is_ok(), "{text}");
+        }
+        assert_eq!(default_size(defaults::LOG_CAP), 10 << 20);
+    }
+
+    #[test]
+    fn kubeconfig_credentials_are_found() {
+        let kubeconfig = b"users:\n- name: admin\n  user:\n    token: eyJhbGciOiJSUzI1NiJ9.payload\n    client-key-data: 'LS0tLS1CRUdJTiBSU0E='\n    username: admin\n";
+        let found: Vec<Vec<u8>> = kubeconfig_secrets(kubeconfig)
+            .into_iter()
+            .map(|secret| secret.value)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                b"eyJhbGciOiJSUzI1NiJ9.payload".to_vec(),
+                b"LS0tLS1CRUdJTiBSU0E=".to_vec()
+            ]
+        );
+    }
+
+    #[test]
+    fn agent_files_are_masked_in_place_and_symlinks_left_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let workspace = Workspace::open(root.path(), "inc-1").unwrap();
+        std::fs::create_dir_all(workspace.output_dir().join("deep")).unwrap();
+        std::fs::create_dir_all(workspace.logs_dir()).unwrap();
+        let outside = root.path().join("outside.txt");
+        std::fs::write(&outside, "key sk-outside-0123456789").unwrap();
+        std::fs::write(
+            workspace.report_path(),
+            "# Report\nANTHROPIC_API_KEY=sk-ant-0123456789\n",
+        )
+        .unwrap();
+        std::fs::write(workspace.output_dir().join("deep/clean.txt"), "nothing").unwrap();
+        std::fs::write(workspace.logs_dir().join("notes.log"), "sk-ant-0123456789").unwrap();
+        std::os::unix::fs::symlink(&outside, workspace.output_dir().join("link")).unwrap();
+        let masker = SecretMasker::new(&[
+            NamedSecret {
+                name: "ANTHROPIC_API_KEY".into(),
+                value: b"sk-ant-0123456789".to_vec(),
+            },
+            NamedSecret {
+                name: "OTHER".into(),
+                value: b"sk-outside-0123456789".to_vec(),
+            },
+        ]);
+        let result = mask_agent_files(&workspace, &masker);
+        assert_eq!((result.masked, result.failed), (2, 0));
+        assert_eq!(
+            std::fs::read_to_string(workspace.report_path()).unwrap(),
+            "# Report\nANTHROPIC_API_KEY=[REDACTED:ANTHROPIC_API_KEY]\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(workspace.logs_dir().join("notes.log")).unwrap(),
+            "[REDACTED:ANTHROPIC_API_KEY]"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&outside).unwrap(),
+            "key sk-outside-0123456789",
+            "a symlink's target is not the agent's file"
+        );
+    }
 
     #[test]
     fn image_references_split_into_name_and_tag() {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// Busybox applets linked into every test image.
-const APPLETS: [&str; 18] = [
+const APPLETS: [&str; 19] = [
     "sh",
     "cat",
     "head",
@@ -25,6 +25,7 @@ const APPLETS: [&str; 18] = [
     "false",
     "tr",
     "mkdir",
+    "base64",
 ];
 
 /// Returns `repository:<hash of script>`, importing it first if the engine does not have it.

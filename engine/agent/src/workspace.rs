@@ -230,7 +230,7 @@ impl Workspace {
 
     /// `.credentials/`: private copies of the kubeconfig and secret files, readable by the
     /// container user whatever the originals' owner and mode; removed when the run ends.
-    fn credentials_dir(&self) -> PathBuf {
+    pub(crate) fn credentials_dir(&self) -> PathBuf {
         self.directory.join(".credentials")
     }
 

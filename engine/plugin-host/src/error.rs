@@ -49,7 +49,7 @@ pub enum LoadError {
     },
     /// The plugin asked for capabilities the operator did not grant; every missing grant is listed.
     #[error(
-        "plugin {plugin} requests {} not granted by the operator under [plugins.plugin.{id}]",
+        "plugin {plugin} is disabled: it requests {}, which [plugins.plugin.{id}] does not grant; grant it there, or set `disabled = true` there to leave the plugin out",
         describe_missing(missing)
     )]
     MissingGrant {

@@ -143,9 +143,9 @@ pub(crate) fn duration(
 ) -> anyhow::Result<Duration> {
     match text {
         None => Ok(default),
-        Some(text) => humantime::parse_duration(text.trim()).with_context(|| {
-            format!("{key}: cannot read {text:?} as a duration such as \"90s\" or \"5ms\"")
-        }),
+        Some(text) => {
+            super::units::parse_duration(text).map_err(|error| anyhow::anyhow!("{key}: {error}"))
+        }
     }
 }
 
@@ -153,13 +153,9 @@ pub(crate) fn duration(
 pub(crate) fn size(key: &str, text: Option<&str>, default: u64) -> anyhow::Result<u64> {
     match text {
         None => Ok(default),
-        Some(text) => text
-            .trim()
-            .parse::<bytesize::ByteSize>()
-            .map(|size| size.as_u64())
-            .map_err(|error| {
-                anyhow::anyhow!("{key}: cannot read {text:?} as a size such as \"1MiB\": {error}")
-            }),
+        Some(text) => {
+            super::units::parse_size(text).map_err(|error| anyhow::anyhow!("{key}: {error}"))
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! The worker loop: claim → investigate (with lease renewal) → finish, for N slots at once, plus
-//! the sweeper that returns expired leases to the queue.
+//! the sweeper that returns expired leases to the queue. Investigations resumed after a restart
+//! take the same path from the investigation on: lease renewal, cancellation on a lost lease,
+//! finish.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +23,23 @@ pub trait Investigate: Send + Sync + 'static {
         lease: Lease,
         cancel: CancellationToken,
     ) -> impl Future<Output = JobOutcome> + Send;
+
+    /// Whether new incidents may be claimed now. `Err` (the reason) holds every claim: the
+    /// incidents stay queued until it clears, rather than being taken and failed. Investigations
+    /// already running are not affected.
+    fn ready(&self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// An investigation this process holds the lease of without claiming it now: one a previous
+/// process started and this one re-attached to after a restart.
+#[derive(Clone, Debug)]
+pub struct Resumed {
+    /// The incident.
+    pub incident: Incident,
+    /// The lease the previous process held (same owner and attempt, so still fenced).
+    pub lease: Lease,
 }
 
 /// How workers behave.
@@ -43,36 +62,64 @@ pub struct WorkerConfig {
 }
 
 impl Default for WorkerConfig {
+    /// The defaults of `[workers]`; the config file overrides each.
     fn default() -> Self {
+        let lease = Duration::from_secs(60);
         Self {
-            owner: format!("nightcrier-{}", std::process::id()),
-            concurrency: 4,
-            lease: Duration::from_secs(60),
+            owner: "nightcrier".to_owned(),
+            concurrency: 2,
+            lease,
             poll_interval: Duration::from_secs(1),
             max_attempts: 3,
-            sweep_interval: Duration::from_secs(15),
+            sweep_interval: sweep_interval(lease),
             shutdown_grace: Duration::from_secs(30),
         }
     }
 }
 
+/// How often the sweeper runs for a lease length: a quarter of it, at least every second, so an
+/// expired lease is back in the queue soon after it runs out.
+pub fn sweep_interval(lease: Duration) -> Duration {
+    (lease / 4).max(Duration::from_secs(1))
+}
+
 /// Runs `config.concurrency` worker slots and the sweeper until `shutdown` fires, then lets
-/// in-flight investigations finish for `shutdown_grace` and cancels the rest.
+/// in-flight investigations finish for `shutdown_grace` and cancels the rest. Each of `resumed`
+/// runs first, one per slot (in extra slots that end with it when there are more resumed
+/// investigations than slots).
 pub async fn run<I: Investigate>(
     queue: Queue,
     config: WorkerConfig,
     investigator: Arc<I>,
+    resumed: Vec<Resumed>,
     shutdown: CancellationToken,
 ) {
     let hard_stop = CancellationToken::new();
     let mut slots = JoinSet::new();
-    for slot in 0..config.concurrency.max(1) {
+    let claiming = config.concurrency.max(1);
+    let mut resumed = resumed.into_iter();
+    for slot in 0..claiming.max(resumed.len()) {
         let queue = queue.clone();
         let config = config.clone();
         let investigator = investigator.clone();
         let shutdown = shutdown.clone();
         let hard_stop = hard_stop.clone();
+        let first = resumed.next();
         slots.spawn(async move {
+            if let Some(Resumed { incident, lease }) = first {
+                run_one(
+                    &queue,
+                    &config,
+                    investigator.as_ref(),
+                    incident,
+                    lease,
+                    &hard_stop,
+                )
+                .await;
+            }
+            if slot >= claiming {
+                return;
+            }
             let owner = format!("{}/{slot}", config.owner);
             slot_loop(
                 &queue,
@@ -140,6 +187,13 @@ async fn slot_loop<I: Investigate>(
     hard_stop: &CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
+        if investigator.ready().await.is_err() {
+            // The investigator says why, and alerts; the incidents wait in the queue.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(config.poll_interval) => continue,
+            }
+        }
         match queue.claim(owner, config.lease, Utc::now()).await {
             Ok(Some((incident, lease))) => {
                 run_one(queue, config, investigator, incident, lease, hard_stop).await;

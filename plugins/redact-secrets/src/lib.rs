@@ -40,11 +40,45 @@ const RULES: &[Rule] = &[
         replacement: "[REDACTED]",
     },
     Rule {
-        pattern: r"\bAKIA[0-9A-Z]{16}\b",
+        pattern: r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+        replacement: "[REDACTED]",
+    },
+    // LLM providers' API keys, by their documented prefixes: Anthropic (`sk-ant-api03-…`,
+    // `sk-ant-admin01-…`), OpenAI (`sk-proj-…`, `sk-svcacct-…`, `sk-admin-…`, legacy `sk-…`),
+    // OpenRouter (`sk-or-v1-…`) and DeepSeek (`sk-…`) share the `sk-` form.
+    Rule {
+        pattern: r"\bsk-[A-Za-z0-9_-]{20,}",
+        replacement: "[REDACTED]",
+    },
+    // Google (Gemini, Vertex, Maps) API keys, OAuth client secrets and access tokens.
+    Rule {
+        pattern: r"\bAIza[0-9A-Za-z_-]{35}",
+        replacement: "[REDACTED]",
+    },
+    Rule {
+        pattern: r"\bGOCSPX-[A-Za-z0-9_-]{20,}",
+        replacement: "[REDACTED]",
+    },
+    Rule {
+        pattern: r"\bya29\.[0-9A-Za-z_-]{20,}",
+        replacement: "[REDACTED]",
+    },
+    // Hugging Face, Groq, xAI, Replicate, Perplexity.
+    Rule {
+        pattern: r"\b(?:hf_[A-Za-z0-9]{30,}|gsk_[A-Za-z0-9]{40,}|xai-[A-Za-z0-9]{40,}|r8_[A-Za-z0-9]{30,}|pplx-[A-Za-z0-9]{40,})",
+        replacement: "[REDACTED]",
+    },
+    // Stripe secret and restricted keys.
+    Rule {
+        pattern: r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{20,}",
         replacement: "[REDACTED]",
     },
     Rule {
         pattern: r"\bgh[pousr]_[A-Za-z0-9]{20,}\b",
+        replacement: "[REDACTED]",
+    },
+    Rule {
+        pattern: r"\bgithub_pat_[A-Za-z0-9_]{40,}",
         replacement: "[REDACTED]",
     },
     Rule {
@@ -123,5 +157,41 @@ mod tests {
         assert!(!redacted.contains("s3cret"), "{redacted}");
         assert!(redacted.contains("plain text stays"));
         assert!(count >= 5);
+    }
+
+    #[test]
+    fn masks_llm_provider_and_other_well_known_keys() {
+        let keys = [
+            "sk-ant-api03-Zx9_Qw8-Er7Ty6Ui5Op4As3Df2Gh1Jk0LzXcVbNmQwErTyUiOpAs-AbCdEfGhAA",
+            "sk-ant-admin01-Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0LzXcVbNm",
+            "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-AbCdEf",
+            "sk-svcacct-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+            "sk-AbCdEfGhIjKlMnOpQrStT3BlbkFJAbCdEfGhIjKlMnOpQrSt",
+            "sk-or-v1-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+            "GOCSPX-AbCdEfGhIjKlMnOpQrStUvWxYz01",
+            "ya29.a0AfH6SMBxAbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+            "hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567",
+            "gsk_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKl",
+            "xai-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOp",
+            "r8_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789a",
+            "pplx-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEfGh",
+            "sk_live_AbCdEfGhIjKlMnOpQrStUvWx",
+            "github_pat_11ABCDEFG0AbCdEfGhIjKl_MnOpQrStUvWxYz0123456789AbCdEfGhIjKlMnOpQr",
+            "ASIAIOSFODNN7EXAMPLE",
+        ];
+        for key in keys {
+            let report = format!("the agent ran `env` and saw {key} in the output\n");
+            let (redacted, count) = redact(&report);
+            assert!(!redacted.contains(key), "{key}: {redacted}");
+            assert!(count >= 1, "{key}");
+            assert!(
+                redacted.contains("the agent ran `env` and saw"),
+                "{redacted}"
+            );
+        }
+        // Words that merely look alike stay.
+        let plain = "disk-usage-is-high-on-the-node, sk-learn, the task-runner-2 pod, AIza";
+        assert_eq!(redact(plain), (plain.to_owned(), 0));
     }
 }

@@ -6,15 +6,33 @@ use nightcrier_plugin_sdk::{
 use serde::Deserialize;
 use serde_json::json;
 
+/// The environment variable the webhook URL is read from when the config does not give one (the
+/// operator grants it with `env = ["SLACK_WEBHOOK_URL"]`): a webhook URL is a credential.
+pub const WEBHOOK_ENV: &str = "SLACK_WEBHOOK_URL";
+
+/// The origin requested when the URL is not known at load.
+const DEFAULT_ORIGIN: &str = "https://hooks.slack.com:443";
+
 /// Plugin configuration (`[plugins.plugin.slack.config]`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The incoming-webhook URL; its origin must be granted in `allowed_hosts`.
-    pub webhook_url: String,
+    /// The incoming-webhook URL; its origin must be granted in `allowed_hosts`. Without it the
+    /// URL is read from `SLACK_WEBHOOK_URL`.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
     /// Link to the report; `{id}` is replaced by the incident id.
     #[serde(default)]
     pub report_url_template: Option<String>,
+}
+
+/// The webhook URL: the configured one, else `SLACK_WEBHOOK_URL` from the (granted) environment.
+fn webhook_url(config: &Config) -> Option<String> {
+    config
+        .webhook_url
+        .clone()
+        .or_else(|| std::env::var(WEBHOOK_ENV).ok())
+        .filter(|url| !url.trim().is_empty())
 }
 
 /// `scheme://host:port` of a URL, as requested from the operator.
@@ -142,16 +160,34 @@ impl PostTriage for Slack {
             env!("CARGO_PKG_VERSION"),
             "Posts the triage summary to a Slack incoming webhook",
         );
-        // Ask exactly for the configured webhook's origin, so the operator's grant can be checked at load.
-        let requested = nightcrier_plugin_sdk::config::<Config>()
-            .ok()
-            .and_then(|config| origin(&config.webhook_url))
-            .unwrap_or_else(|| "https://hooks.slack.com:443".to_owned());
-        info.with_outbound_hosts(&[&requested])
+        // Ask exactly for the webhook's origin, so the operator's grant can be checked at load;
+        // and for the variable holding the URL when the config does not give it.
+        let config = nightcrier_plugin_sdk::config::<Config>().unwrap_or_default();
+        let requested = webhook_url(&config)
+            .and_then(|url| origin(&url))
+            .unwrap_or_else(|| DEFAULT_ORIGIN.to_owned());
+        let info = info.with_outbound_hosts(&[&requested]);
+        if config.webhook_url.is_none() {
+            info.with_env_vars(&[WEBHOOK_ENV])
+        } else {
+            info
+        }
     }
 
     fn post_triage(incident: Incident, agent_result: AgentResult) -> Result<Outcome, PluginError> {
         let config: Config = nightcrier_plugin_sdk::config().map_err(PluginError::fatal)?;
+        let Some(url) = webhook_url(&config) else {
+            nightcrier_plugin_sdk::log::warn(
+                "no Slack webhook URL: set SLACK_WEBHOOK_URL or webhook_url; nothing was sent",
+            );
+            return Ok(Outcome {
+                report_markdown: None,
+                fields: vec![(
+                    "slack-status".to_owned(),
+                    format!("not sent: {WEBHOOK_ENV} is not set"),
+                )],
+            });
+        };
         let report_url = config
             .report_url_template
             .as_ref()
@@ -159,14 +195,10 @@ impl PostTriage for Slack {
         let payload = message(&incident, &agent_result, report_url.as_deref());
         let body =
             serde_json::to_vec(&payload).map_err(|error| PluginError::fatal(error.to_string()))?;
-        let response = http::post(
-            &config.webhook_url,
-            &[("content-type", "application/json")],
-            &body,
-        )
-        .map_err(|error| {
-            PluginError::retryable(format!("slack webhook request failed: {error}"))
-        })?;
+        let response =
+            http::post(&url, &[("content-type", "application/json")], &body).map_err(|error| {
+                PluginError::retryable(format!("slack webhook request failed: {error}"))
+            })?;
         if response.status != 200 {
             let text = String::from_utf8_lossy(&response.body)
                 .chars()

@@ -71,6 +71,25 @@ env)
   fi
   echo "env has $(env | wc -l) variables"
   ;;
+leak)
+  # what a prompt-injected agent does with the key it was given
+  echo "environment follows"
+  env
+  first=${NC_TEST_SECRET%"${NC_TEST_SECRET#????????????}"}
+  printf 'split: %s' "$first"
+  sleep 0.5
+  printf '%s done\n' "${NC_TEST_SECRET#????????????}"
+  printf %s "$NC_TEST_SECRET" | base64 -w 0; echo
+  printf 'u:%s' "$NC_TEST_SECRET" | base64 -w 0; echo
+  printf 'ab%s' "$NC_TEST_SECRET" | base64 -w 0 | tr '+/' '-_'; echo
+  echo "stderr too: $NC_TEST_SECRET" >&2
+  report
+  env >> "$out"
+  echo "Authorization: Basic $(printf 'u:%s' "$NC_TEST_SECRET" | base64 -w 0)" >> "$out"
+  echo "token file: $(cat /run/secrets/token)" >> "$out"
+  echo "key $NC_TEST_SECRET" > /home/agent/output/notes.txt
+  echo "key $NC_TEST_SECRET" > /home/agent/logs/agent-notes.log
+  ;;
 fill)
   report
   i=0

@@ -353,6 +353,116 @@ async fn only_given_env_reaches_the_agent_and_secrets_stay_out_of_logs_and_recor
     test.assert_no_containers().await;
 }
 
+/// An agent that prints its environment (as a prompt-injected one will) puts the key nightcrier
+/// gave it into no log file, no live output, no `tail`, no report and no record: the exact
+/// value, a value split across output chunks, and its base64 forms are masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_handed_to_an_agent_that_prints_them_are_masked_everywhere() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    let secret_value = format!("sk-ant-api03-{}", uuid::Uuid::new_v4().simple());
+    let token_value = format!("tok-{}", uuid::Uuid::new_v4().simple());
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("key");
+    std::fs::write(&secret_file, format!("{secret_value}\n")).unwrap();
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, &token_value).unwrap();
+
+    let test = TestRunner::new().await;
+    let extra = format!(
+        r#", "secret_env": [{{"name": "NC_TEST_SECRET", "from_file": "{}"}}],
+            "secret_files": [{{"host_path": "{}", "name": "token"}}]"#,
+        secret_file.display(),
+        token_file.display()
+    );
+    let request = request(profile("leak", 60, &extra));
+    let incident_id = request.incident.incident_id.clone();
+    let runner = test.runner.clone();
+    let run = tokio::spawn(async move { runner.run(request).await });
+    let mut live = None;
+    wait_until(Duration::from_secs(30), "the run to be live", || {
+        live = test.runner.subscribe(&incident_id);
+        let subscribed = live.is_some();
+        async move { subscribed }
+    })
+    .await;
+    let mut live = live.unwrap();
+    let outcome = run.await.unwrap().unwrap();
+    assert_eq!(outcome.failure, None, "{outcome:?}");
+    let mut streamed = Vec::new();
+    while let Ok(chunk) = live.try_recv() {
+        streamed.extend(chunk.bytes);
+    }
+
+    let forms = [
+        secret_value.clone(),
+        token_value.clone(),
+        STANDARD.encode(&secret_value),
+        STANDARD.encode(format!("u:{secret_value}")),
+        URL_SAFE.encode(format!("ab{secret_value}")),
+    ];
+    let workspace = test.workspace(&incident_id);
+    let mut tailed = Vec::new();
+    nightcrier_agent::tail(test.root.path(), &incident_id, false, &mut tailed)
+        .await
+        .unwrap();
+    let places = [
+        ("logs/", all_logs(&workspace)),
+        ("tail", String::from_utf8_lossy(&tailed).into_owned()),
+        (
+            "live output",
+            String::from_utf8_lossy(&streamed).into_owned(),
+        ),
+        (
+            "output/investigation.md",
+            std::fs::read_to_string(workspace.join("output/investigation.md")).unwrap(),
+        ),
+        (
+            "output/notes.txt",
+            std::fs::read_to_string(workspace.join("output/notes.txt")).unwrap(),
+        ),
+        ("outcome", format!("{outcome:?}")),
+        (
+            "records",
+            format!(
+                "{:?} {:?}",
+                test.recorder.starts(),
+                test.recorder.finishes()
+            ),
+        ),
+    ];
+    for (place, text) in &places {
+        for form in &forms {
+            assert!(
+                !text.contains(form.as_str()),
+                "{place} holds {form}: {text}"
+            );
+        }
+    }
+    let logs = &places[0].1;
+    assert!(
+        logs.contains("NC_TEST_SECRET=[REDACTED:NC_TEST_SECRET]"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("split: [REDACTED:NC_TEST_SECRET] done"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("stderr too: [REDACTED:NC_TEST_SECRET]"),
+        "{logs}"
+    );
+    let report = outcome.report.as_deref().unwrap();
+    assert!(report.contains("The pod web-1 crash-loops"), "{report}");
+    assert!(report.contains("token file: [REDACTED:token]"), "{report}");
+    assert!(
+        places[2].1.contains("[REDACTED:NC_TEST_SECRET]"),
+        "the live stream is masked, not empty: {}",
+        places[2].1
+    );
+    test.assert_no_containers().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_required_secret_or_image_fails_with_a_named_reason() {
     let test = TestRunner::new().await;
@@ -363,12 +473,25 @@ async fn a_missing_required_secret_or_image_fails_with_a_named_reason() {
         .run(request(profile("good", 60, extra)))
         .await
         .unwrap();
-    let Some(FailureReason::Harness(text)) = &outcome.failure else {
+    let Some(FailureReason::NotReady(problem)) = &outcome.failure else {
         panic!("{outcome:?}");
     };
+    let text = problem.to_string();
     assert!(
         text.contains("secret API_KEY") && text.contains("NIGHTCRIER_TEST_SURELY_UNSET"),
         "{text}"
+    );
+    assert_eq!(outcome.breaker_event, None);
+    let problems = test
+        .runner
+        .check_profile(&profile("good", 60, extra), false)
+        .await;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        test.runner
+            .check_profile(&profile("good", 60, ""), false)
+            .await
+            .is_empty()
     );
 
     let error = test
@@ -384,8 +507,17 @@ async fn a_missing_required_secret_or_image_fails_with_a_named_reason() {
     );
     let mut missing = profile("good", 60, "");
     missing.image = "nightcrier-test-missing:nope".into();
+    let problems = test.runner.check_profile(&missing, false).await;
+    assert!(
+        matches!(&problems[..], [nightcrier_agent::ProfileProblem::Image { image, .. }] if image == "nightcrier-test-missing:nope"),
+        "{problems:?}"
+    );
     let outcome = test.runner.run(request(missing)).await.unwrap();
     assert_eq!(outcome.status, IncidentStatus::AgentFailed);
+    assert!(
+        matches!(outcome.failure, Some(FailureReason::NotReady(_))),
+        "{outcome:?}"
+    );
     assert!(
         outcome
             .failure

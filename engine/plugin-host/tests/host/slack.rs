@@ -233,3 +233,50 @@ async fn a_webhook_outside_the_grant_is_refused_at_load() {
     assert!(error.to_string().contains(&server.origin()), "{error}");
     assert!(server.requests().is_empty());
 }
+
+/// Without any grant the plugin is left out with a plain reason; granted as the example config
+/// does (the URL from `SLACK_WEBHOOK_URL`), it loads, and with the variable unset it sends nothing
+/// and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_grants_slack_is_disabled_and_without_a_url_it_sends_nothing() {
+    let (host, refused, _folder, _kv) = load(&[("plugins/slack.wasm", "slack.wasm")], "").await;
+    assert!(host.plugins().is_empty());
+    let [error] = refused.as_slice() else {
+        panic!("{refused:?}")
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("is disabled")
+            && message.contains("https://hooks.slack.com:443")
+            && message.contains("SLACK_WEBHOOK_URL")
+            && message.contains("[plugins.plugin.slack]"),
+        "{message}"
+    );
+
+    assert!(
+        std::env::var_os("SLACK_WEBHOOK_URL").is_none(),
+        "this test needs SLACK_WEBHOOK_URL unset"
+    );
+    let (host, refused, _folder, _kv) = load(
+        &[("plugins/slack.wasm", "slack.wasm")],
+        "[plugin.slack]\nallowed_hosts = [\"https://hooks.slack.com:443\"]\nenv = [\"SLACK_WEBHOOK_URL\"]\n",
+    )
+    .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let outcome = host
+        .post_triage(
+            "slack",
+            &incident(Some("shop"), Severity::Critical),
+            &agent_result(REPORT),
+        )
+        .await
+        .unwrap();
+    assert!(
+        outcome
+            .fields
+            .iter()
+            .any(|(key, value)| key == "slack-status" && value.contains("SLACK_WEBHOOK_URL")),
+        "{:?}",
+        outcome.fields
+    );
+}

@@ -1,0 +1,230 @@
+//! The pre-triage stage: leases pending incidents and lets a [`PreTriage`] decide whether each
+//! is queued (possibly patched), skipped or deferred. [`PluginPreTriage`] runs the pre-triage
+//! plugins; without plugins it queues everything (the core rule: 1 fault event = 1 incident, no
+//! policy).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::Utc;
+use nightcrier_plugin_host::{PluginHost, PreTriageVerdict, World};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::plugin::{CONTEXT_FILE_ANNOTATION, wit_incident};
+use crate::queue::{Incident, Queue, QueuePatch};
+use crate::store::{NewPluginRun, Store};
+
+/// What pre-triage decided for one incident.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Queue it, with these changes.
+    Proceed(QueuePatch),
+    /// Do not investigate it.
+    Skip(String),
+    /// Look again after this long.
+    Delay(Duration),
+}
+
+/// Decides what happens to a pending incident.
+pub trait PreTriage: Send + Sync + 'static {
+    /// The decision for `incident`.
+    fn decide(&self, incident: &Incident) -> impl Future<Output = Decision> + Send;
+}
+
+/// How long a pre-triage lease on a pending incident lasts.
+const PRE_TRIAGE_LEASE: Duration = Duration::from_secs(60);
+/// Pending incidents taken per round.
+const BATCH: u64 = 100;
+
+/// Runs pre-triage until `shutdown` fires.
+pub async fn run<P: PreTriage>(
+    queue: Queue,
+    owner: String,
+    pre_triage: P,
+    poll_interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let owner = format!("{owner}/pre-triage");
+    while !shutdown.is_cancelled() {
+        let taken = match queue
+            .take_pending(&owner, BATCH, PRE_TRIAGE_LEASE, Utc::now())
+            .await
+        {
+            Ok(taken) => taken,
+            Err(error) => {
+                tracing::error!(error = %error, "taking pending incidents failed");
+                Vec::new()
+            }
+        };
+        if taken.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(poll_interval) => continue,
+            }
+        }
+        for incident in taken {
+            let decision = pre_triage.decide(&incident).await;
+            let result = match &decision {
+                Decision::Proceed(patch) => {
+                    queue
+                        .mark_queued(&incident, &owner, patch, Utc::now())
+                        .await
+                }
+                Decision::Skip(reason) => {
+                    queue
+                        .mark_skipped(incident.id, &owner, reason, Utc::now())
+                        .await
+                }
+                Decision::Delay(delay) => {
+                    queue
+                        .defer_pending(incident.id, &owner, *delay, Utc::now())
+                        .await
+                }
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(incident_id = %incident.id, cluster = %incident.cluster, decision = ?decision, "pre-triage decided")
+                }
+                Err(error) => {
+                    tracing::error!(incident_id = %incident.id, error = %error, "recording the pre-triage decision failed")
+                }
+            }
+        }
+    }
+}
+
+/// Pre-triage through the loaded pre-triage plugins, in their configured order; without a
+/// plugin host, every incident proceeds unchanged.
+#[derive(Clone)]
+pub struct PluginPreTriage {
+    host: Option<PluginHost>,
+    store: Store,
+}
+
+impl PluginPreTriage {
+    /// A pre-triage stage over `host`.
+    pub fn new(host: Option<PluginHost>, store: Store) -> Self {
+        Self { host, store }
+    }
+
+    async fn record(
+        &self,
+        incident_id: Uuid,
+        plugin: &str,
+        outcome: &str,
+        took: Duration,
+        error: Option<String>,
+    ) {
+        let version = self
+            .host
+            .as_ref()
+            .and_then(|host| host.plugin(plugin))
+            .map(|p| p.version);
+        let run = NewPluginRun {
+            incident_id: Some(incident_id),
+            stage: "pre_triage",
+            plugin: plugin.to_owned(),
+            plugin_version: version,
+            outcome: outcome.to_owned(),
+            duration: took,
+            error,
+        };
+        if let Err(error) = self.store.insert_plugin_run(&run, Utc::now()).await {
+            tracing::error!(incident_id = %incident_id, error = %error, "recording a plugin run failed");
+        }
+    }
+}
+
+impl PreTriage for PluginPreTriage {
+    async fn decide(&self, incident: &Incident) -> Decision {
+        let Some(host) = &self.host else {
+            return Decision::Proceed(QueuePatch::default());
+        };
+        let chain = host.chain(World::PreTriage);
+        if chain.is_empty() {
+            return Decision::Proceed(QueuePatch::default());
+        }
+        let event = match self
+            .store
+            .fault_event(&incident.fault_event_id.to_string())
+            .await
+        {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                return Decision::Skip(format!(
+                    "fault event {} is missing",
+                    incident.fault_event_id
+                ));
+            }
+            Err(error) => {
+                tracing::error!(incident_id = %incident.id, error = %error, "cannot read the fault event");
+                return Decision::Delay(Duration::from_secs(30));
+            }
+        };
+        let started = tokio::time::Instant::now();
+        let verdict = host.run_pre_triage(&wit_incident(incident, &event)).await;
+        let took = started.elapsed();
+        let chain_name = chain.join(",");
+        match verdict {
+            Ok(PreTriageVerdict::Proceed {
+                incident: patched,
+                context_files,
+                failures,
+            }) => {
+                for (plugin, error) in &failures {
+                    self.record(
+                        incident.id,
+                        plugin,
+                        "failed-open",
+                        took,
+                        Some(error.clone()),
+                    )
+                    .await;
+                }
+                self.record(incident.id, &chain_name, "proceed", took, None)
+                    .await;
+                let mut annotations: BTreeMap<String, String> =
+                    patched.annotations.into_iter().collect();
+                for (path, content) in context_files {
+                    annotations.insert(
+                        format!("{CONTEXT_FILE_ANNOTATION}{path}"),
+                        String::from_utf8_lossy(&content).into_owned(),
+                    );
+                }
+                Decision::Proceed(QueuePatch {
+                    labels: patched.labels.into_iter().collect(),
+                    annotations,
+                    priority: Some(i32::from(patched.priority)),
+                    agent_profile: patched.agent_profile,
+                })
+            }
+            Ok(PreTriageVerdict::Skip { plugin, reason }) => {
+                self.record(incident.id, &plugin, "skip", took, None).await;
+                Decision::Skip(format!("{plugin}: {reason}"))
+            }
+            Ok(PreTriageVerdict::Delay { plugin, delay }) => {
+                self.record(incident.id, &plugin, "delay", took, None).await;
+                Decision::Delay(delay)
+            }
+            Err(error) => {
+                // fail-closed: a retryable failure waits, any other keeps the incident out of
+                // the queue with the reason, for an operator to retry
+                self.record(
+                    incident.id,
+                    &chain_name,
+                    "error",
+                    took,
+                    Some(error.to_string()),
+                )
+                .await;
+                if error.is_retryable() {
+                    Decision::Delay(Duration::from_secs(60))
+                } else {
+                    Decision::Skip(format!("pre-triage failed (fail-closed): {error}"))
+                }
+            }
+        }
+    }
+}
