@@ -58,8 +58,13 @@ fn write_config_with(dir: &Path, url: &str, instance: &str, extra: &str) -> std:
         &path,
         format!(
             r#"
+data_dir = "{data}"
+
 [database]
 url = "{url}"
+
+[http]
+listen = "127.0.0.1:{port}"
 
 [workers]
 concurrency = 2
@@ -82,7 +87,9 @@ memory = "64m"
 pids_limit = 64
 {extra}
 "#,
-            root = dir.join("workspaces").display()
+            root = dir.join("workspaces").display(),
+            data = dir.join("data").display(),
+            port = crate::support::process::free_port(),
         ),
     )
     .unwrap();
