@@ -4,6 +4,7 @@
 
 mod cli;
 mod examples;
+mod ingest;
 mod intake;
 mod migrations;
 mod queue;

@@ -127,18 +127,38 @@ pub(super) async fn commit_batch(
     let backend = db.get_database_backend();
     let txn = begin_write(db).await?;
     let mut created = Vec::with_capacity(batch.events.len());
-    for chunk in batch.events.chunks(INGEST_CHUNK) {
+    for chunk in statement_chunks(&batch.events) {
         insert_events(&txn, backend, chunk).await?;
         created.extend(insert_incidents(&txn, backend, chunk).await?);
     }
-    for chunk in batch.rejected.chunks(INGEST_CHUNK) {
+    for chunk in statement_chunks(&batch.rejected) {
         insert_rejected(&txn, backend, chunk).await?;
     }
-    for chunk in batch.plugin_runs.chunks(INGEST_CHUNK) {
+    for chunk in statement_chunks(&batch.plugin_runs) {
         insert_plugin_runs(&txn, backend, chunk).await?;
     }
     txn.commit().await?;
     Ok(created)
+}
+
+/// Splits `rows` into multi-row statements of at most [`INGEST_CHUNK`] rows whose sizes are
+/// powers of two (plus the full chunk): the driver keeps each distinct statement text prepared,
+/// so a batch of any size reuses about a dozen statements instead of growing the cache by one
+/// large statement per size seen.
+fn statement_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let size = if rows.len() >= INGEST_CHUNK {
+            INGEST_CHUNK
+        } else {
+            1 << rows.len().ilog2()
+        };
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
 }
 
 /// `INSERT INTO table (columns) VALUES (…), (…) <suffix>` for `rows` rows of `columns.len()`
