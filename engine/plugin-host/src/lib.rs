@@ -33,6 +33,9 @@
 //! check_plugin(&Path, &PluginsConfig).await -> Result<PluginSummary, CheckFailure>   // Err => non-zero exit
 //! new_plugin(&NewPluginOptions { name, kind: World, lang: PluginLang, parent_dir }) -> anyhow::Result<NewPlugin>
 //! // `World` and `PluginLang` implement FromStr ("source" | "pre-triage" | "post-triage", "rust" | "python").
+//!
+//! // Showing plugin- or feed-supplied text in a log line or on a terminal:
+//! escape_untrusted(&str) -> Cow<str>   // controls, separators, bidi escaped; plain text borrowed
 //! ```
 //!
 //! Ids are file names without `.wasm`; errors and logs name plugins as `name@version`.
@@ -48,6 +51,7 @@ mod runtime;
 mod scaffold;
 mod size;
 mod state;
+mod text;
 pub use state::{KV_OPS_PER_CALL, KV_WRITE_BYTES_PER_CALL, LOG_LINES_PER_CALL, MAX_RESOURCES};
 
 pub use cli::{CheckFailure, PluginList, RefusedPlugin, check_plugin, list_plugins};
@@ -60,6 +64,7 @@ pub use error::{CallError, LoadError, MissingGrant};
 pub use kv::{KvFuture, KvStore, KvStoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryKvStore};
 pub use runtime::{CapabilitySet, PluginHost, PluginSummary, PostTriageVerdict, PreTriageVerdict};
 pub use scaffold::{NewPlugin, NewPluginOptions, PluginLang, new_plugin};
+pub use text::escape_untrusted;
 
 /// The WIT records as Rust types (generated from `wit/`).
 pub mod types {

@@ -12,6 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::bindings::source::nightcrier::plugin::{host, types};
 use crate::config::PluginConfig;
 use crate::kv::{KvStore, KvStoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use crate::text::escape_bounded;
 
 /// Memory and table limits of one store; remembers whether a limit was hit so the error can say so.
 pub(crate) struct CallLimiter {
@@ -327,20 +328,6 @@ fn kv_error(error: KvStoreError) -> host::KvError {
     }
 }
 
-/// At most `max_chars` of `text`, with control characters (newlines, ANSI escapes) escaped so a
-/// plugin cannot forge log lines or drive the operator's terminal.
-fn printable(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars));
-    for c in text.chars().take(max_chars) {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn check_key(key: &str) -> Result<(), host::KvError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(host::KvError::Invalid(format!(
@@ -368,15 +355,16 @@ impl host::Host for PluginState {
             return Ok(());
         }
         self.budget.log_lines += 1;
-        let message = printable(&message, LOG_MESSAGE_CHARS);
+        let message = escape_bounded(&message, LOG_MESSAGE_CHARS);
         let fields = fields
             .iter()
             .take(LOG_FIELDS)
             .map(|(key, value)| {
+                // quoted so a value cannot pose as further fields
                 format!(
-                    "{}={:?}",
-                    printable(key, LOG_KEY_CHARS),
-                    value.chars().take(LOG_VALUE_CHARS).collect::<String>()
+                    "{}=\"{}\"",
+                    escape_bounded(key, LOG_KEY_CHARS),
+                    escape_bounded(value, LOG_VALUE_CHARS).replace('"', "\\\"")
                 )
             })
             .collect::<Vec<_>>()
@@ -470,15 +458,6 @@ impl PluginState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_text_cannot_forge_lines_or_escape_sequences() {
-        assert_eq!(
-            printable("ok\n2026 ERROR forged\u{1b}[31m", 100),
-            "ok\\n2026 ERROR forged\\u{1b}[31m"
-        );
-        assert_eq!(printable("héllo wörld", 5), "héllo");
-    }
 
     #[test]
     fn host_patterns_match_scheme_host_and_port() {
