@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::config::PluginsConfig;
+use crate::error::LoadError;
 use crate::kv::MemoryKvStore;
-use crate::runtime::{PluginHost, PluginSummary};
+use crate::runtime::{PluginHost, PluginSummary, plugin_identity};
 use crate::types::Feed;
 
 /// Result of `plugins list`: loaded plugins and refused files.
@@ -147,6 +148,9 @@ pub async fn check_plugin(
     .await
     .map_err(|error| failure(vec![format!("{error:#}")]))?;
     let mut reasons: Vec<String> = refused.iter().map(ToString::to_string).collect();
+    if let Some(duplicate) = same_plugin_beside(path).await {
+        reasons.push(duplicate.to_string());
+    }
     let summary = host.plugins().into_iter().next();
     if let Some(summary) = &summary {
         if summary.name.trim().is_empty() {
@@ -162,6 +166,32 @@ pub async fn check_plugin(
         Some(summary) if reasons.is_empty() => Ok(summary),
         _ => Err(failure(reasons)),
     }
+}
+
+/// The refusal `serve` would give `path` because other files in its folder are the same plugin.
+async fn same_plugin_beside(path: &Path) -> Option<LoadError> {
+    let id = plugin_identity(&path.file_stem()?.to_string_lossy());
+    let mut entries = tokio::fs::read_dir(path.parent()?).await.ok()?;
+    let mut others = Vec::new();
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let other = entry.path();
+        let same = other
+            .extension()
+            .is_some_and(|extension| extension == "wasm")
+            && other.file_name() != path.file_name()
+            && other
+                .file_stem()
+                .is_some_and(|stem| plugin_identity(&stem.to_string_lossy()) == id);
+        if same {
+            others.push(other);
+        }
+    }
+    others.sort();
+    (!others.is_empty()).then(|| LoadError::DuplicateId {
+        path: path.to_owned(),
+        others,
+        id,
+    })
 }
 
 #[cfg(test)]

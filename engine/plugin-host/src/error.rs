@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::text::escape_untrusted;
+
 /// Why a plugin file was refused at load. Every message names the file or the plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -67,6 +69,34 @@ pub enum LoadError {
         plugin: String,
         /// The call error.
         source: Box<CallError>,
+    },
+    /// `describe` gives another name than the file's: the file name is the plugin's identity.
+    #[error(
+        "{} claims to be plugin `{}`, but its file name makes it `{id}`: a plugin's describe name must match its file name",
+        path.display(),
+        escape_untrusted(claimed)
+    )]
+    NameMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Plugin id (file name without `.wasm`).
+        id: String,
+        /// The name `describe` gave, as received.
+        claimed: String,
+    },
+    /// Two or more files name one plugin (their names differ only in case or `-`/`_`); none of them is loaded.
+    #[error(
+        "{} and {} are the same plugin `{id}` (file names that differ only in case or `-`/`_` name one plugin); neither is loaded: remove or rename one",
+        path.display(),
+        others.iter().map(|other| other.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    DuplicateId {
+        /// The file refused.
+        path: PathBuf,
+        /// The other files with the same identity.
+        others: Vec<PathBuf>,
+        /// The shared identity.
+        id: String,
     },
     /// The precompiled-artefact cache could not be used.
     #[error("cannot use the plugin cache for {}: {reason}", path.display())]

@@ -51,7 +51,9 @@ mod runtime;
 mod scaffold;
 mod size;
 mod state;
+mod stderr;
 mod text;
+mod trap;
 pub use state::{KV_OPS_PER_CALL, KV_WRITE_BYTES_PER_CALL, LOG_LINES_PER_CALL, MAX_RESOURCES};
 
 pub use cli::{CheckFailure, PluginList, RefusedPlugin, check_plugin, list_plugins};

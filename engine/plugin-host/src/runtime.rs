@@ -11,8 +11,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
+    Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
 
 use crate::bindings::post_triage::{PostTriage, PostTriagePre};
@@ -28,6 +27,7 @@ use crate::error::{CallError, LoadError, MissingGrant};
 use crate::kv::KvStore;
 use crate::size::OutputSize;
 use crate::state::{HostPattern, PluginState, StateSeed};
+use crate::trap::{Failure, classify};
 use crate::types::{
     AgentResult, Decision, DecodeError, Envelope, FaultEvent, Feed, Incident, Outcome, PluginInfo,
 };
@@ -53,7 +53,7 @@ const DESCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 pub struct PluginSummary {
     /// Id: the file name without `.wasm`; the key under `[plugins.plugin.<id>]` and the key-value scope.
     pub id: String,
-    /// Name the plugin gives itself.
+    /// Name the plugin gives itself; the same as `id` but for letter case and `-`/`_`.
     pub name: String,
     /// Version the plugin gives itself.
     pub version: String,
@@ -80,9 +80,9 @@ pub struct PluginSummary {
 }
 
 impl PluginSummary {
-    /// `name@version`, the label used in errors and logs.
+    /// `id@version`, the label used in errors and logs.
     pub fn label(&self) -> String {
-        format!("{}@{}", self.name, self.version)
+        format!("{}@{}", self.id, self.version)
     }
 }
 
@@ -132,6 +132,13 @@ enum WorldBindings {
     Source(Source),
     PreTriage(PreTriage),
     PostTriage(PostTriage),
+}
+
+/// Why an instance could not be created.
+struct InstantiateFailure {
+    error: wasmtime::Error,
+    memory_denied: bool,
+    stderr: Option<String>,
 }
 
 struct Instance {
@@ -365,6 +372,13 @@ fn new_store(engine: &Engine, state: PluginState) -> Store<PluginState> {
     store
 }
 
+/// The identity a plugin name stands for: letter case and `-`/`_` aside, since cargo writes
+/// `my_plugin.wasm` for the crate `my-plugin`. A plugin's file name (its id) and its `describe`
+/// name must have the same identity, and no two files in a folder may.
+pub(crate) fn plugin_identity(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
 /// Real time on purpose: a guest burns real CPU even when a test pauses tokio's clock, and a paused
 /// clock would never interrupt a spinning guest (the yielding task keeps the runtime busy).
 #[allow(clippy::disallowed_methods)]
@@ -424,6 +438,7 @@ impl PluginHost {
             _ticker: ticker,
         };
         let mut refused = Vec::new();
+        let mut candidates: Vec<(String, &PathBuf, PluginConfig)> = Vec::new();
         for path in files {
             let id = path
                 .file_stem()
@@ -434,10 +449,28 @@ impl PluginHost {
                 tracing::info!(plugin = %id, "plugin disabled by configuration");
                 continue;
             }
-            match host.load_one(&id, path, &plugin_config).await {
+            candidates.push((id, path, plugin_config));
+        }
+        for (id, path, plugin_config) in &candidates {
+            let others: Vec<PathBuf> = candidates
+                .iter()
+                .filter(|(other, other_path, _)| {
+                    other_path != path && plugin_identity(other) == plugin_identity(id)
+                })
+                .map(|(_, other_path, _)| (*other_path).clone())
+                .collect();
+            if !others.is_empty() {
+                refused.push(LoadError::DuplicateId {
+                    path: (*path).clone(),
+                    others,
+                    id: plugin_identity(id),
+                });
+                continue;
+            }
+            match host.load_one(id, path, plugin_config).await {
                 Ok(plugin) => {
                     tracing::info!(plugin = %plugin.label, world = %plugin.summary.world, "plugin loaded");
-                    host.plugins.insert(id, Arc::new(plugin));
+                    host.plugins.insert(id.clone(), Arc::new(plugin));
                 }
                 // returned to the caller, which reports it (the engine logs it, the CLI prints it)
                 Err(error) => refused.push(error),
@@ -711,8 +744,12 @@ impl Inner {
         seed: &StateSeed,
         label: &Arc<str>,
         deadline: std::time::Instant,
-    ) -> Result<Instance, (wasmtime::Error, bool)> {
-        let mut state = seed.build().map_err(|error| (error, false))?;
+    ) -> Result<Instance, InstantiateFailure> {
+        let mut state = seed.build().map_err(|error| InstantiateFailure {
+            error,
+            memory_denied: false,
+            stderr: None,
+        })?;
         state.set_label(label.clone());
         state.deadline = deadline;
         let mut store = new_store(&self.engine, state);
@@ -737,10 +774,11 @@ impl Inner {
                 bindings,
                 calls: 0,
             }),
-            Err(error) => {
-                let memory_denied = store.data().limiter.memory_denied;
-                Err((error, memory_denied))
-            }
+            Err(error) => Err(InstantiateFailure {
+                error,
+                memory_denied: store.data().limiter.memory_denied,
+                stderr: store.data().stderr.last_words(),
+            }),
         }
     }
 
@@ -792,6 +830,7 @@ impl Inner {
                     instance.store.data_mut().budget = Default::default();
                     instance.store.data_mut().deadline = stop_at;
                     instance.store.data_mut().limiter.memory_denied = false;
+                    instance.store.data().stderr.clear();
                     instance.store.set_epoch_deadline(1);
                     instance
                 }
@@ -800,15 +839,16 @@ impl Inner {
                     .await
                 {
                     Ok(instance) => instance,
-                    Err((error, memory_denied)) => {
-                        return Err(classify(
-                            &label,
-                            &error,
-                            memory_denied,
+                    Err(failure) => {
+                        return Err(classify(Failure {
+                            plugin: &label,
+                            error: &failure.error,
+                            memory_denied: failure.memory_denied,
+                            stderr: failure.stderr,
                             deadline_ms,
                             memory_mib,
-                            true,
-                        ));
+                            instantiating: true,
+                        }));
                     }
                 },
             };
@@ -852,14 +892,15 @@ impl Inner {
                 Ok(value)
             }
             // The instance is dropped: after a trap its state is not trusted.
-            Err(error) => Err(classify(
-                &label,
-                &error,
-                instance.store.data().limiter.memory_denied,
+            Err(error) => Err(classify(Failure {
+                plugin: &label,
+                error: &error,
+                memory_denied: instance.store.data().limiter.memory_denied,
+                stderr: instance.store.data().stderr.last_words(),
                 deadline_ms,
                 memory_mib,
-                false,
-            )),
+                instantiating: false,
+            })),
         }
     }
 
@@ -947,7 +988,15 @@ impl Inner {
                 plugin: id.to_owned(),
                 source: Box::new(source),
             })?;
-        let label = format!("{}@{}", info.name, info.version);
+        if plugin_identity(&info.name) != plugin_identity(id) {
+            return Err(LoadError::NameMismatch {
+                path: path.to_owned(),
+                id: id.to_owned(),
+                claimed: info.name,
+            });
+        }
+        // the file's name, not the plugin's word, names it in every error and log
+        let label = format!("{id}@{}", info.version);
         check_grants(id, &label, &info, config)?;
         plugin.summary.name = info.name.clone();
         plugin.summary.version = info.version.clone();
@@ -1020,36 +1069,4 @@ impl Inner {
             }
         }
     }
-}
-
-fn classify(
-    plugin: &str,
-    error: &wasmtime::Error,
-    memory_denied: bool,
-    deadline_ms: u64,
-    memory_mib: usize,
-    instantiating: bool,
-) -> CallError {
-    let plugin = plugin.to_owned();
-    if memory_denied {
-        return CallError::MemoryLimit {
-            plugin,
-            limit_mib: memory_mib,
-        };
-    }
-    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return CallError::Timeout {
-            plugin,
-            deadline_ms,
-        };
-    }
-    let reason = format!("{error:#}")
-        .lines()
-        .take(12)
-        .collect::<Vec<_>>()
-        .join(" | ");
-    if instantiating && error.downcast_ref::<Trap>().is_none() {
-        return CallError::Instantiate { plugin, reason };
-    }
-    CallError::Trap { plugin, reason }
 }

@@ -12,6 +12,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::bindings::source::nightcrier::plugin::{host, types};
 use crate::config::PluginConfig;
 use crate::kv::{KvStore, KvStoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use crate::stderr::StderrTail;
 use crate::text::escape_bounded;
 
 /// Memory and table limits of one store; remembers whether a limit was hit so the error can say so.
@@ -213,6 +214,8 @@ pub(crate) struct PluginState {
     label: Arc<str>,
     config_json: Arc<str>,
     pub(crate) budget: CallBudget,
+    /// The last of what the guest wrote to stderr, for trap reports.
+    pub(crate) stderr: StderrTail,
 }
 
 /// What a store needs from the loaded plugin; shared by all its stores.
@@ -261,9 +264,12 @@ impl StateSeed {
     }
 
     pub(crate) fn build(&self) -> WasmResult<PluginState> {
-        // Deny by default: no args, no inherited env or stdio, no sockets, no preopens.
+        // Deny by default: no args, no inherited env or stdio, no sockets, no preopens. Stderr
+        // goes to a small ring only, for trap reports.
+        let stderr = StderrTail::default();
         let mut builder = WasiCtxBuilder::new();
         builder
+            .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -296,6 +302,7 @@ impl StateSeed {
             label: self.label.clone(),
             config_json: self.config_json.clone(),
             budget: CallBudget::default(),
+            stderr,
         })
     }
 }

@@ -7,10 +7,27 @@ use nightcrier_plugin_host::{CallError, PluginHost};
 
 use crate::support::{agent_result, incident, load};
 
+/// `[plugin.<id>]` settings for the hostile fixture copied to `<id>.wasm`: it names itself after
+/// the file (its describe name comes from its config), then `toml` (settings, then a config table).
+pub(crate) fn hostile_as(id: &str, toml: &str) -> String {
+    let header = format!("[plugin.{id}.config]");
+    let named = format!("{header}\nname = \"{id}\"");
+    if toml.contains(&header) {
+        format!("[plugin.{id}]\n{}\n", toml.replacen(&header, &named, 1))
+    } else {
+        format!("[plugin.{id}]\n{toml}\n{named}\n")
+    }
+}
+
 /// Loads the hostile fixture as `attacker` (configured by `attacker_toml`), a benign copy, and redact-secrets.
 async fn arena(attacker_toml: &str) -> (PluginHost, crate::support::Folder) {
     let config = format!(
-        "[plugin.attacker]\n{attacker_toml}\n[plugin.benign]\ndeadline_ms = 1000\n[plugin.benign.config]\nattack = \"none\"\n"
+        "{}{}",
+        hostile_as("attacker", attacker_toml),
+        hostile_as(
+            "benign",
+            "deadline_ms = 1000\n[plugin.benign.config]\nattack = \"none\""
+        )
     );
     let (host, refused, folder, _kv) = load(
         &[
@@ -70,7 +87,7 @@ async fn an_endless_loop_is_stopped_within_twice_its_deadline() {
             ),
             "{error}"
         );
-        assert!(error.to_string().contains("hostile@0.1.0"), "{error}");
+        assert!(error.to_string().contains("attacker@0.1.0"), "{error}");
         assert!(
             elapsed < Duration::from_millis(400),
             "stopped after {elapsed:?}"
@@ -91,24 +108,49 @@ async fn a_memory_bomb_is_refused_at_the_cap() {
     assert!(
         error
             .to_string()
-            .contains("hostile@0.1.0 exceeded its memory cap of 16 MiB"),
+            .contains("attacker@0.1.0 exceeded its memory cap of 16 MiB"),
         "{error}"
     );
     still_serves(&host).await;
 }
 
 #[tokio::test]
-async fn a_panic_becomes_a_trap_error() {
+async fn a_panic_is_reported_with_its_message() {
     let (host, _folder) = arena("[plugin.attacker.config]\nattack = \"trap\"").await;
     let error = attack(&host).await.unwrap_err();
     assert!(matches!(error, CallError::Trap { .. }), "{error}");
+    let message = error.to_string();
     assert!(
-        error
-            .to_string()
-            .starts_with("plugin hostile@0.1.0 trapped"),
-        "{error}"
+        message.starts_with("plugin attacker@0.1.0 trapped: unreachable"),
+        "{message}"
     );
+    assert!(
+        message.contains("hostile plugin panics on purpose"),
+        "the panic message is lost: {message}"
+    );
+    assert!(message.len() < 1200, "{message}");
     still_serves(&host).await;
+}
+
+/// Both stacks: wasm's own call stack (deep recursion) and the guest's stack in linear memory
+/// (big frames), whose overflow wasmtime sees as an access below address 0.
+#[tokio::test]
+async fn a_stack_overflow_is_reported_as_one() {
+    for attack_name in ["stackoverflow", "bigstack"] {
+        let (host, _folder) = arena(&format!(
+            "[plugin.attacker.config]\nattack = \"{attack_name}\""
+        ))
+        .await;
+        let error = attack(&host).await.unwrap_err();
+        assert!(matches!(error, CallError::Trap { .. }), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("plugin attacker@0.1.0 trapped: stack overflow"),
+            "{attack_name}: {message}"
+        );
+        assert!(message.len() < 1200, "{message}");
+        still_serves(&host).await;
+    }
 }
 
 /// A fresh pooled instance per call starts from the module's initial memory: nothing a previous
@@ -323,11 +365,14 @@ async fn failure_policy_decides_whether_the_chain_continues() {
         ("fixtures/hostile.wasm", "attacker.wasm"),
         ("plugins/redact-secrets.wasm", "redact-secrets.wasm"),
     ];
-    let attacker = "[plugin.attacker]\norder = -1\n[plugin.attacker.config]\nattack = \"trap\"\n";
+    let attacker = hostile_as(
+        "attacker",
+        "order = -1\n[plugin.attacker.config]\nattack = \"trap\"",
+    );
     let incident = incident(Some("shop"), Severity::Critical);
     let result = agent_result("token: abc123");
 
-    let (host, refused, _folder, _kv) = load(&files, attacker).await;
+    let (host, refused, _folder, _kv) = load(&files, &attacker).await;
     assert!(refused.is_empty(), "{refused:?}");
     let verdict = host.run_post_triage(&incident, &result).await.unwrap();
     assert_eq!(verdict.failures.len(), 1);
