@@ -5,6 +5,7 @@
 mod cli;
 mod examples;
 mod migrations;
+mod plugin_kv;
 mod queue;
 mod queue_concurrency;
 mod records;

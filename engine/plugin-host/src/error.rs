@@ -186,6 +186,14 @@ pub enum CallError {
         /// What wasmtime said.
         reason: String,
     },
+    /// The call succeeded, but its key-value writes could not be applied (none was).
+    #[error("plugin {plugin} succeeded, but its key-value writes could not be saved: {reason}")]
+    KvWrites {
+        /// `name@version`.
+        plugin: String,
+        /// What the store said.
+        reason: String,
+    },
     /// The plugin returned an error value.
     #[error("plugin {plugin} failed: {message}")]
     Plugin {
@@ -203,7 +211,9 @@ impl CallError {
     pub fn is_retryable(&self) -> bool {
         match self {
             CallError::Plugin { retryable, .. } => *retryable,
-            CallError::Timeout { .. } | CallError::Instantiate { .. } => true,
+            CallError::Timeout { .. }
+            | CallError::Instantiate { .. }
+            | CallError::KvWrites { .. } => true,
             _ => false,
         }
     }

@@ -24,7 +24,7 @@ use crate::config::{
 };
 use crate::detect::{World, detect};
 use crate::error::{CallError, LoadError, MissingGrant};
-use crate::kv::KvStore;
+use crate::kv::{KvStore, PendingWrites};
 use crate::size::OutputSize;
 use crate::state::{HostPattern, PluginState, StateSeed};
 use crate::trap::{Failure, classify};
@@ -702,6 +702,24 @@ impl PluginHost {
     }
 }
 
+/// Whether what a call returned is a success (a WIT `result` that is `ok`): only then are the
+/// call's key-value writes applied.
+trait Succeeded {
+    fn succeeded(&self) -> bool {
+        true
+    }
+}
+
+impl<T, E> Succeeded for Result<T, E> {
+    fn succeeded(&self) -> bool {
+        self.is_ok()
+    }
+}
+
+impl Succeeded for PluginInfo {}
+
+impl Succeeded for crate::types::SourceInfo {}
+
 fn wrong_world_trap() -> wasmtime::Error {
     wasmtime::Error::msg("internal error: instance of another world")
 }
@@ -785,7 +803,7 @@ impl Inner {
     /// Run `body` on an instance under the plugin's deadline and limits, classify failures, recycle or keep the instance.
     async fn call<R, F, Fut>(&self, plugin: &LoadedPlugin, body: F) -> Result<R, CallError>
     where
-        R: OutputSize,
+        R: OutputSize + Succeeded,
         F: FnOnce(Instance) -> Fut,
         Fut: Future<Output = (Instance, wasmtime::Result<R>)>,
     {
@@ -799,7 +817,7 @@ impl Inner {
         body: F,
     ) -> Result<R, CallError>
     where
-        R: OutputSize,
+        R: OutputSize + Succeeded,
         F: FnOnce(Instance) -> Fut,
         Fut: Future<Output = (Instance, wasmtime::Result<R>)>,
     {
@@ -831,6 +849,7 @@ impl Inner {
                     instance.store.data_mut().deadline = stop_at;
                     instance.store.data_mut().limiter.memory_denied = false;
                     instance.store.data().stderr.clear();
+                    instance.store.data_mut().pending = PendingWrites::default();
                     instance.store.set_epoch_deadline(1);
                     instance
                 }
@@ -858,7 +877,7 @@ impl Inner {
         };
         // Epoch interruption stops guest code; this outer bound also stops a call stuck in a host await.
         let hard_limit = deadline + deadline / 2 + Duration::from_millis(5);
-        let (instance, result) = match tokio::time::timeout(hard_limit, run).await {
+        let (mut instance, result) = match tokio::time::timeout(hard_limit, run).await {
             Err(_) => {
                 return Err(CallError::Timeout {
                     plugin: label,
@@ -881,6 +900,17 @@ impl Inner {
                         size,
                         limit: plugin.limits.max_output_bytes,
                     });
+                }
+                // a call's writes are applied together, and only when it succeeded
+                let writes = instance.store.data_mut().pending.take();
+                if value.succeeded() && !writes.is_empty() {
+                    self.kv
+                        .apply(&plugin.summary.id, writes)
+                        .await
+                        .map_err(|error| CallError::KvWrites {
+                            plugin: label.clone(),
+                            reason: error.to_string(),
+                        })?;
                 }
                 if plugin.reuse && instance.calls < DEFAULT_RECYCLE_AFTER_CALLS {
                     plugin
@@ -946,13 +976,12 @@ impl Inner {
             }
         };
         let limits = Limits::new(detected.world, config);
-        let seed =
-            StateSeed::new(id, config, limits.memory_bytes, self.kv.clone()).map_err(|reason| {
-                LoadError::Link {
-                    path: path.to_owned(),
-                    reason: format!("invalid grants for plugin {id}: {reason}"),
-                }
-            })?;
+        let seed = StateSeed::new(id, config, &limits, self.kv.clone()).map_err(|reason| {
+            LoadError::Link {
+                path: path.to_owned(),
+                reason: format!("invalid grants for plugin {id}: {reason}"),
+            }
+        })?;
         let reuse = config
             .reuse_instances
             .unwrap_or(file_bytes > BIG_GUEST_BYTES);

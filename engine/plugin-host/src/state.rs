@@ -10,8 +10,10 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::bindings::source::nightcrier::plugin::{host, types};
-use crate::config::PluginConfig;
-use crate::kv::{KvStore, KvStoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use crate::config::{Limits, PluginConfig};
+use crate::kv::{
+    KvQuota, KvStore, KvStoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES, PendingWrites, Refusal,
+};
 use crate::stderr::StderrTail;
 use crate::text::escape_bounded;
 
@@ -216,6 +218,9 @@ pub(crate) struct PluginState {
     pub(crate) budget: CallBudget,
     /// The last of what the guest wrote to stderr, for trap reports.
     pub(crate) stderr: StderrTail,
+    /// Key-value writes of the call in progress, applied only if it succeeds.
+    pub(crate) pending: PendingWrites,
+    kv_quota: KvQuota,
 }
 
 /// What a store needs from the loaded plugin; shared by all its stores.
@@ -228,6 +233,7 @@ pub(crate) struct StateSeed {
     pub(crate) env: Arc<[(String, String)]>,
     pub(crate) read_only_dirs: Arc<[std::path::PathBuf]>,
     pub(crate) memory_bytes: usize,
+    pub(crate) kv_quota: KvQuota,
     pub(crate) kv: Arc<dyn KvStore>,
 }
 
@@ -235,7 +241,7 @@ impl StateSeed {
     pub(crate) fn new(
         id: &str,
         config: &PluginConfig,
-        memory_bytes: usize,
+        limits: &Limits,
         kv: Arc<dyn KvStore>,
     ) -> Result<StateSeed, String> {
         let config_json = serde_json::to_string(&config.config)
@@ -258,7 +264,8 @@ impl StateSeed {
             allowed_hosts: Arc::from(allowed_hosts),
             env: Arc::from(env),
             read_only_dirs: Arc::from(config.read_only_dirs.clone()),
-            memory_bytes,
+            memory_bytes: limits.memory_bytes,
+            kv_quota: limits.kv_quota,
             kv,
         })
     }
@@ -303,6 +310,8 @@ impl StateSeed {
             config_json: self.config_json.clone(),
             budget: CallBudget::default(),
             stderr,
+            pending: PendingWrites::default(),
+            kv_quota: self.kv_quota,
         })
     }
 }
@@ -402,6 +411,10 @@ impl host::Host for PluginState {
         if let Err(error) = check_key(&key).and_then(|()| self.spend_kv(0)) {
             return Ok(Err(error));
         }
+        // the call reads its own writes, which reach the store only if it succeeds
+        if let Some(written) = self.pending.read(&key) {
+            return Ok(Ok(written));
+        }
         Ok(self.kv.get(&self.id, &key).await.map_err(kv_error))
     }
 
@@ -423,22 +436,33 @@ impl host::Host for PluginState {
             return Ok(Err(error));
         }
         let ttl = ttl_seconds.map(|seconds| Duration::from_secs(u64::from(seconds)));
-        Ok(self
-            .kv
-            .set(&self.id, &key, value, ttl)
-            .await
-            .map_err(kv_error))
+        Ok(self.buffer_write(&key, Some((value, ttl))).await)
     }
 
     async fn kv_delete(&mut self, key: String) -> WasmResult<Result<(), host::KvError>> {
         if let Err(error) = check_key(&key).and_then(|()| self.spend_kv(0)) {
             return Ok(Err(error));
         }
-        Ok(self.kv.delete(&self.id, &key).await.map_err(kv_error))
+        Ok(self.buffer_write(&key, None).await)
     }
 }
 
 impl PluginState {
+    /// Holds a set (`Some`) or delete (`None`) back until the call succeeds, within the quota.
+    async fn buffer_write(
+        &mut self,
+        key: &str,
+        value: Option<(Vec<u8>, Option<Duration>)>,
+    ) -> Result<(), host::KvError> {
+        self.pending
+            .write(self.kv.as_ref(), &self.id, key, value, self.kv_quota)
+            .await
+            .map_err(|refusal| match refusal {
+                Refusal::Store(error) => kv_error(error),
+                Refusal::Quota(reason) => host::KvError::Invalid(reason),
+            })
+    }
+
     /// Counts one key-value operation writing `written` value bytes against the call's budget.
     fn spend_kv(&mut self, written: usize) -> Result<(), host::KvError> {
         if self.budget.kv_ops >= KV_OPS_PER_CALL {

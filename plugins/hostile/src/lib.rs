@@ -1,4 +1,4 @@
-//! Test fixture: a post-triage plugin that attacks the host as its config's `attack` says (loop, memory, trap, stackoverflow, bigstack, oversized, file, env, http), snoops on what an earlier call left in memory (snoop), floods host logs, the key-value store or host handles (logflood, kvflood, handles), writes to the key-value store and then fails or succeeds (kvwrite, kvwrite-loop, kvwrite-trap, kvreadback), or fails with `target` as its message (fail).
+//! Test fixture: a post-triage plugin that attacks the host as its config's `attack` says (loop, memory, trap, stackoverflow, bigstack, oversized, file, env, http), snoops on what an earlier call left in memory (snoop), floods host logs, the key-value store or host handles (logflood, kvflood, handles), writes to the key-value store and then fails or succeeds (kvwrite, kvwrite-loop, kvwrite-trap, kvwrite-fail, kvreadback), or fails with `target` as its message (fail).
 //!
 //! `describe` gives the config's `name`, `version`, `description` and requested outbound `host`
 //! when set, so tests can load it under any file name or make it claim forged text.
@@ -26,6 +26,8 @@ struct Config {
     description: Option<String>,
     #[serde(default)]
     host: Option<String>,
+    #[serde(default)]
+    prefix: String,
 }
 
 /// The panic message of the `trap` attack, for tests to find in the host's report.
@@ -133,6 +135,10 @@ impl PostTriage for Hostile {
                     }
                 }
             }
+            "kvwrite-fail" => Err(PluginError::fatal(format!(
+                "failing on purpose after writing: {:?}",
+                write_a_megabyte()
+            ))),
             "kvwrite-trap" => {
                 let written = write_a_megabyte();
                 panic!("{PANIC_MESSAGE} after writing: {written:?}")
@@ -200,12 +206,13 @@ impl PostTriage for Hostile {
                 Ok(outcome("logged", "10000".to_owned()))
             }
             "kvflood" => {
-                // values of `target` bytes (default 1)
+                // keys `<prefix>flood-<n>`, values of `target` bytes (default 1)
                 let value = vec![b'x'; config.target.parse().unwrap_or(1)];
                 let mut stored = 0;
                 let mut refusal = String::new();
                 for n in 0..1_000 {
-                    match nightcrier_plugin_sdk::kv::set(&format!("flood-{n}"), &value, None) {
+                    let key = format!("{}flood-{n}", config.prefix);
+                    match nightcrier_plugin_sdk::kv::set(&key, &value, None) {
                         Ok(()) => stored += 1,
                         Err(error) => {
                             refusal = format!("{error:?}");
