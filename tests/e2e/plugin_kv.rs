@@ -5,7 +5,7 @@
 use chrono::Utc;
 use nightcrier::store::{KvChange, KvTotals};
 use nightcrier_plugin_host::types::{AgentResult, FaultEvent, Incident, ResourceRef, Severity};
-use nightcrier_plugin_host::{CallError, PluginHost, PluginsConfig};
+use nightcrier_plugin_host::{CallError, PluginsConfig};
 
 use crate::support::{backends, built_plugins};
 
