@@ -5,7 +5,7 @@
 mod cli;
 mod examples;
 mod migrations;
-mod plugin_kv;
+mod plugins;
 mod queue;
 mod queue_concurrency;
 mod records;
@@ -13,4 +13,5 @@ mod retention;
 mod serve;
 mod support;
 mod tidy;
+mod untrusted_text;
 mod worker;

@@ -10,6 +10,7 @@ use crate::config::PluginsConfig;
 use crate::error::LoadError;
 use crate::kv::MemoryKvStore;
 use crate::runtime::{PluginHost, PluginSummary, plugin_identity};
+use crate::text::escape_untrusted;
 use crate::types::Feed;
 
 /// Result of `plugins list`: loaded plugins and refused files.
@@ -41,7 +42,8 @@ fn feed_text(feed: Option<&Feed>) -> String {
 }
 
 impl PluginList {
-    /// A fixed-width table for terminals; refused files follow the table.
+    /// A fixed-width table for terminals; refused files follow the table. Everything a plugin
+    /// supplied (names, versions, capabilities, feeds, refusal reasons) is escaped.
     pub fn to_table(&self) -> String {
         let header = [
             "ID",
@@ -67,12 +69,13 @@ impl PluginList {
                     plugin.granted.to_string(),
                     feed_text(plugin.feed.as_ref()),
                 ]
+                .map(|cell| escape_untrusted(&cell).into_owned())
             })
             .collect();
         let mut widths = header.map(str::len);
         for row in &rows {
             for (width, cell) in widths.iter_mut().zip(row) {
-                *width = (*width).max(cell.len());
+                *width = (*width).max(cell.chars().count());
             }
         }
         let line = |cells: &[String]| {
@@ -92,7 +95,7 @@ impl PluginList {
             out.push('\n');
         }
         for refused in &self.refused {
-            out.push_str(&format!("refused: {}\n", refused.reason));
+            out.push_str(&format!("refused: {}\n", escape_untrusted(&refused.reason)));
         }
         out
     }
@@ -235,8 +238,23 @@ mod tests {
             "{table}"
         );
         assert_eq!(lines[2], "refused: x.wasm fits no plugin world");
+        assert_eq!(lines.len(), 3, "{table}");
         let json: serde_json::Value = serde_json::from_str(&list.to_json().unwrap()).unwrap();
         assert_eq!(json["plugins"][0]["world"], "pre-triage");
+
+        let mut forged = list.clone();
+        forged.plugins[0].version = "1\n2026-01-01T00:00:00Z ERROR forged\u{1b}[2J".into();
+        forged.refused[0].reason = "y.wasm claims to be plugin `a\rb`".into();
+        let table = forged.to_table();
+        assert_eq!(table.lines().count(), 3, "{table}");
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\r'),
+            "{table:?}"
+        );
+        assert!(
+            table.contains("1\\n2026-01-01T00:00:00Z ERROR forged\\u{1b}[2J"),
+            "{table}"
+        );
         assert_eq!(json["plugins"][0]["granted"]["env_vars"][0], "TOKEN");
     }
 }

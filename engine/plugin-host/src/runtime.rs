@@ -415,6 +415,15 @@ impl PluginHost {
             }
         }
         files.sort();
+        // only a whole folder tells: `load_files` is given some of its files on purpose
+        for id in config.plugin.keys() {
+            if !files
+                .iter()
+                .any(|file| file.file_stem().is_some_and(|stem| stem == id.as_str()))
+            {
+                tracing::warn!(plugin = %id, "configuration names a plugin that has no file");
+            }
+        }
         Self::load_files(config, kv, &files).await
     }
 
@@ -474,15 +483,6 @@ impl PluginHost {
                 }
                 // returned to the caller, which reports it (the engine logs it, the CLI prints it)
                 Err(error) => refused.push(error),
-            }
-        }
-        for id in host.config.plugin.keys() {
-            if !host.plugins.contains_key(id)
-                && !files
-                    .iter()
-                    .any(|file| file.file_stem().is_some_and(|stem| stem == id.as_str()))
-            {
-                tracing::warn!(plugin = %id, "configuration names a plugin that has no file");
             }
         }
         Ok((

@@ -1,6 +1,6 @@
-//! The plugins' key-value store over `plugin_kv` on both backends, driven by the hostile fixture
-//! through the real plugin host: a call's writes are applied in one transaction only when it
-//! succeeds, and each plugin's total is held to its quota.
+//! The plugin host over a real database on both backends, driven by the hostile fixture: a
+//! call's key-value writes are applied in one transaction only when it succeeds, each plugin's
+//! total is held to its quota, and a trap's cause reaches `plugin_runs`.
 
 use chrono::Utc;
 use nightcrier::store::{KvChange, KvTotals};
@@ -175,5 +175,55 @@ async fn applied_changes_are_totalled_without_expired_keys() {
             "{}: expired keys do not count",
             db.backend
         );
+    }
+}
+
+/// A guest panic or stack overflow under fail-open is a `plugin_runs` row of its own whose error
+/// leads with the trap kind and, for a panic, quotes the panic message.
+#[tokio::test]
+async fn a_trap_lands_in_plugin_runs_with_its_cause() {
+    for db in backends().await {
+        let queue = db.queue().await;
+        let store = queue.store().clone();
+        for (attack, expected) in [
+            ("trap", "trapped: unreachable; guest stderr: "),
+            ("stackoverflow", "trapped: stack overflow"),
+        ] {
+            let ids = queue
+                .ingest(&crate::support::event("prod", 1))
+                .await
+                .unwrap();
+            let incident = queue.get(ids.incident_id).await.unwrap();
+            let event = store
+                .fault_event(&ids.event_id.to_string())
+                .await
+                .unwrap()
+                .unwrap();
+            let (_dir, config) = hostile_folder("deadline_ms = 2000", attack);
+            let host = nightcrier::plugin::load(config, &store).await.unwrap();
+            let verdict =
+                nightcrier::plugin::post_triage(&host, &store, &incident, &event, result())
+                    .await
+                    .unwrap();
+            assert_eq!(verdict.failures.len(), 1, "{}: fail-open", db.backend);
+            let runs = store.plugin_runs(incident.id).await.unwrap();
+            let failed = runs
+                .iter()
+                .find(|run| run.outcome == "failed-open")
+                .unwrap_or_else(|| panic!("{}: no failed-open row in {runs:?}", db.backend));
+            assert_eq!(
+                (failed.plugin.as_str(), failed.plugin_version.as_deref()),
+                ("hostile", Some("0.1.0"))
+            );
+            let error = failed.error.as_deref().unwrap();
+            assert!(error.contains(expected), "{}: {error}", db.backend);
+            if attack == "trap" {
+                assert!(
+                    error.contains("hostile plugin panics on purpose"),
+                    "{}: {error}",
+                    db.backend
+                );
+            }
+        }
     }
 }
