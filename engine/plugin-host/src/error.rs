@@ -55,7 +55,7 @@ pub enum LoadError {
         describe_missing(missing)
     )]
     MissingGrant {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// Plugin id (file name without `.wasm`).
         id: String,
@@ -125,7 +125,7 @@ fn describe_missing(missing: &[MissingGrant]) -> String {
         .join(", ")
 }
 
-/// Why a plugin call failed. `plugin` is `name@version`.
+/// Why a plugin call failed. `plugin` is `id@version`.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// No loaded plugin has this id.
@@ -137,7 +137,7 @@ pub enum CallError {
     /// The plugin exists but implements another world.
     #[error("plugin {plugin} is a {actual} plugin, not {expected}")]
     WrongWorld {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// The world called.
         expected: &'static str,
@@ -147,7 +147,7 @@ pub enum CallError {
     /// The call ran past its deadline.
     #[error("plugin {plugin} exceeded its deadline of {deadline_ms} ms")]
     Timeout {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// The deadline.
         deadline_ms: u64,
@@ -155,7 +155,7 @@ pub enum CallError {
     /// The plugin tried to grow memory past its cap.
     #[error("plugin {plugin} exceeded its memory cap of {limit_mib} MiB")]
     MemoryLimit {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// The cap.
         limit_mib: usize,
@@ -163,7 +163,7 @@ pub enum CallError {
     /// The plugin returned more data than allowed.
     #[error("plugin {plugin} returned about {size} bytes, over the cap of {limit} bytes")]
     OutputTooLarge {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// Approximate size returned.
         size: usize,
@@ -173,15 +173,16 @@ pub enum CallError {
     /// The plugin trapped (panic, abort, unreachable, stack overflow...).
     #[error("plugin {plugin} trapped: {reason}")]
     Trap {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
-        /// The trap and backtrace summary.
+        /// `<kind>[; guest stderr: <last words>][; backtrace: <frames>]`, escaped and bounded,
+        /// e.g. `unreachable; guest stderr: … panicked at src/lib.rs:9:5: bad input; backtrace: …`.
         reason: String,
     },
     /// The instance could not be created.
     #[error("plugin {plugin} could not be instantiated: {reason}")]
     Instantiate {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// What wasmtime said.
         reason: String,
@@ -189,7 +190,7 @@ pub enum CallError {
     /// The call succeeded, but its key-value writes could not be applied (none was).
     #[error("plugin {plugin} succeeded, but its key-value writes could not be saved: {reason}")]
     KvWrites {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// What the store said.
         reason: String,
@@ -197,7 +198,7 @@ pub enum CallError {
     /// The plugin returned an error value.
     #[error("plugin {plugin} failed: {message}")]
     Plugin {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// The plugin's message.
         message: String,

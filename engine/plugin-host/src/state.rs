@@ -212,7 +212,7 @@ pub(crate) struct PluginState {
     kv: Arc<dyn KvStore>,
     /// Plugin id: the key-value scope.
     id: Arc<str>,
-    /// `name@version`, for logs.
+    /// `id@version`, for logs.
     label: Arc<str>,
     config_json: Arc<str>,
     pub(crate) budget: CallBudget,

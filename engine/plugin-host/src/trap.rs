@@ -23,7 +23,7 @@ const RECURSION_FRAMES: usize = 8;
 
 /// What is known about a failed call.
 pub(crate) struct Failure<'a> {
-    /// `name@version`.
+    /// `id@version`.
     pub(crate) plugin: &'a str,
     /// What wasmtime returned.
     pub(crate) error: &'a wasmtime::Error,
