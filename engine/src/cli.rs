@@ -1,4 +1,7 @@
 //! The `nightcrier` command line (clap derive) and what each command does.
+//!
+//! Text from plugins, feeds and agents (names, versions, reasons, fault-event fields) is stored
+//! as received and passed through `escape_untrusted` wherever a table or a line shows it.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,6 +11,8 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
+
+use nightcrier_plugin_host::escape_untrusted;
 
 use crate::queue::{Incident, JobStatus, ListFilter, Queue};
 use crate::store::{Store, StoreConfig};
@@ -297,8 +302,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "{:<36}  {:<20}  {:<16}  {}",
                         row.id,
                         row.received_at.format("%Y-%m-%d %H:%M:%S"),
-                        row.source,
-                        row.reason
+                        escape_untrusted(&row.source),
+                        escape_untrusted(&row.reason)
                     )?;
                 }
             }
@@ -356,15 +361,18 @@ async fn plugins(
                     writeln!(
                         out,
                         "ok: {} ({:?}, WIT {})",
-                        summary.label(),
+                        escape_untrusted(&summary.label()),
                         summary.world,
-                        summary.wit_version
+                        escape_untrusted(&summary.wit_version)
                     )?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(failure) => {
                     for reason in &failure.reasons {
-                        eprintln!("{}: {reason}", failure.path.display());
+                        eprintln!(
+                            "{}",
+                            escape_untrusted(&format!("{}: {reason}", failure.path.display()))
+                        );
                     }
                     Ok(ExitCode::FAILURE)
                 }
@@ -570,27 +578,32 @@ async fn incidents(queue: &Queue, action: IncidentsAction) -> anyhow::Result<Exi
                 serde_json::to_writer_pretty(&mut out, &doc)?;
                 writeln!(out)?;
             } else {
+                // JSON escapes C0 controls in strings; each line is escaped for the rest (C1,
+                // DEL, bidi), and the structural line breaks stay
                 let pretty = serde_json::to_string_pretty(&incident)?;
-                writeln!(out, "{pretty}")?;
+                for line in pretty.lines() {
+                    writeln!(out, "{}", escape_untrusted(line))?;
+                }
                 if let Some(event) = event {
+                    let resource = [
+                        event.resource_kind,
+                        event.resource_namespace,
+                        event.resource_name,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("/");
                     writeln!(
                         out,
                         "\nfault event {} from {}: {} {} on {}",
                         event.id,
-                        event.source,
-                        event.severity,
-                        event.fault_type,
-                        [
-                            event.resource_kind,
-                            event.resource_namespace,
-                            event.resource_name
-                        ]
-                        .into_iter()
-                        .flatten()
-                        .collect::<Vec<_>>()
-                        .join("/")
+                        escape_untrusted(&event.source),
+                        escape_untrusted(&event.severity),
+                        escape_untrusted(&event.fault_type),
+                        escape_untrusted(&resource)
                     )?;
-                    writeln!(out, "  {}", event.context)?;
+                    writeln!(out, "  {}", escape_untrusted(&event.context))?;
                 }
                 writeln!(
                     out,
@@ -600,15 +613,15 @@ async fn incidents(queue: &Queue, action: IncidentsAction) -> anyhow::Result<Exi
                     reports.len()
                 )?;
                 for run in plugin_runs {
-                    writeln!(
-                        out,
+                    let line = format!(
                         "  {} {} -> {} ({} us){}",
                         run.stage,
                         run.plugin,
                         run.outcome,
                         run.duration_us,
                         run.error.map(|e| format!(": {e}")).unwrap_or_default()
-                    )?;
+                    );
+                    writeln!(out, "{}", escape_untrusted(&line))?;
                 }
             }
         }
@@ -637,11 +650,11 @@ fn print_table(out: &mut impl Write, rows: &[Incident]) -> std::io::Result<()> {
             "{:<36}  {:<13}  {:<20}  {:>4}  {:>3}  {:<20}  {}",
             incident.id,
             incident.status.as_str(),
-            incident.cluster,
+            escape_untrusted(&incident.cluster),
             incident.priority,
             incident.attempts,
             incident.created_at.format("%Y-%m-%d %H:%M:%S"),
-            reason
+            escape_untrusted(reason)
         )?;
     }
     Ok(())

@@ -20,7 +20,11 @@ fn main() -> ExitCode {
     match runtime.block_on(nightcrier::cli::run(cli)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", error_chain(&error));
+            // errors can quote plugin- or feed-supplied text
+            eprintln!(
+                "error: {}",
+                nightcrier_plugin_host::escape_untrusted(&error_chain(&error))
+            );
             ExitCode::FAILURE
         }
     }

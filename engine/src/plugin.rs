@@ -6,15 +6,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use nightcrier_plugin_host::types;
-use nightcrier_plugin_host::{KvFuture, KvStore, KvStoreError, PluginHost, PluginsConfig, World};
+use nightcrier_plugin_host::{
+    KvFuture, KvStore, KvStoreError, KvUsage, KvWrite, PluginHost, PluginsConfig, World,
+};
 
 use crate::queue::Incident;
-use crate::store::Store;
 use crate::store::entity::fault_events;
+use crate::store::{KvChange, Store};
 
 /// Annotation prefix under which pre-triage context files travel to the agent's workspace.
 pub const CONTEXT_FILE_ANNOTATION: &str = "context-file/";
@@ -46,31 +47,48 @@ impl KvStore for DbKv {
         })
     }
 
-    fn set<'a>(
-        &'a self,
-        plugin: &'a str,
-        key: &'a str,
-        value: Vec<u8>,
-        ttl: Option<Duration>,
-    ) -> KvFuture<'a, ()> {
+    fn usage<'a>(&'a self, plugin: &'a str) -> KvFuture<'a, KvUsage> {
         Box::pin(async move {
-            let now = Utc::now();
-            let expires_at = match ttl {
-                Some(ttl) => Some(
-                    now + chrono::Duration::from_std(ttl)
-                        .map_err(|_| KvStoreError::Invalid("ttl is too long".into()))?,
-                ),
-                None => None,
-            };
-            self.store
-                .kv_set(plugin, key, value, expires_at, now)
+            let totals = self
+                .store
+                .kv_totals(plugin, Utc::now())
                 .await
-                .map_err(unavailable)
+                .map_err(unavailable)?;
+            Ok(KvUsage {
+                keys: totals.keys,
+                bytes: totals.bytes,
+            })
         })
     }
 
-    fn delete<'a>(&'a self, plugin: &'a str, key: &'a str) -> KvFuture<'a, ()> {
-        Box::pin(async move { self.store.kv_delete(plugin, key).await.map_err(unavailable) })
+    fn apply<'a>(&'a self, plugin: &'a str, writes: Vec<KvWrite>) -> KvFuture<'a, ()> {
+        Box::pin(async move {
+            let now = Utc::now();
+            let changes = writes
+                .into_iter()
+                .map(|write| match write {
+                    KvWrite::Set { key, value, ttl } => {
+                        let expires_at = match ttl {
+                            Some(ttl) => Some(
+                                now + chrono::Duration::from_std(ttl)
+                                    .map_err(|_| KvStoreError::Invalid("ttl is too long".into()))?,
+                            ),
+                            None => None,
+                        };
+                        Ok(KvChange::Set {
+                            key,
+                            value,
+                            expires_at,
+                        })
+                    }
+                    KvWrite::Delete { key } => Ok(KvChange::Delete { key }),
+                })
+                .collect::<Result<Vec<_>, KvStoreError>>()?;
+            self.store
+                .kv_apply(plugin, changes, now)
+                .await
+                .map_err(unavailable)
+        })
     }
 }
 

@@ -7,7 +7,7 @@ pub mod entity;
 mod records;
 pub(crate) mod text;
 
-pub use records::{NewExecution, NewPluginRun, NewReport};
+pub use records::{KvChange, KvTotals, NewExecution, NewPluginRun, NewReport};
 
 use std::path::Path;
 use std::time::Duration;

@@ -7,5 +7,5 @@
 mod post;
 mod pre;
 
-pub use post::PostTriage;
+pub use post::{PostTriage, run_chain as run_post_triage_chain};
 pub use pre::{Decision, PluginPreTriage, PreTriage, run};

@@ -31,7 +31,11 @@ fn migrate(url: &str) {
         .args(["--database-url", url, "migrate"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 async fn scalar(url: &str, sql: &str) -> i64 {
@@ -124,7 +128,12 @@ async fn a_big_json_lines_file_is_streamed_in_bounded_memory() {
     let padding = "x".repeat(150);
     for n in 0..200_000 {
         // ~500 bytes a line, like a real fault with a short log excerpt
-        writeln!(file, "{}", fault(n, "prod").replace("Error\"", &format!("Error {padding}\""))).unwrap();
+        writeln!(
+            file,
+            "{}",
+            fault(n, "prod").replace("Error\"", &format!("Error {padding}\""))
+        )
+        .unwrap();
     }
     file.flush().unwrap();
     drop(file);
@@ -143,7 +152,10 @@ async fn a_big_json_lines_file_is_streamed_in_bounded_memory() {
         "{}",
         stdout(&out).lines().last().unwrap_or_default()
     );
-    assert_eq!(scalar(&db.url, "SELECT COUNT(*) FROM fault_events").await, 200_000);
+    assert_eq!(
+        scalar(&db.url, "SELECT COUNT(*) FROM fault_events").await,
+        200_000
+    );
     // the file alone is 100 MB; reading it whole peaked at 300 MB for a quarter of it
     assert!(peak < 150 << 20, "peak RSS {} MiB", peak >> 20);
 }
@@ -163,14 +175,24 @@ async fn garbage_is_dead_lettered_in_batches_and_reported_in_a_few_lines() {
         file.flush().unwrap();
         drop(file);
         let out = ingest(&db.url, &built_plugins(), &[path.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(3), "{}: {}", db.backend, stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{}: {}",
+            db.backend,
+            stderr(&out)
+        );
         assert!(
             stdout(&out).contains("ingested 1 event(s), rejected 100000"),
             "{}",
             stdout(&out)
         );
         let report = stderr(&out);
-        assert!(report.lines().count() <= 12, "{} lines", report.lines().count());
+        assert!(
+            report.lines().count() <= 12,
+            "{} lines",
+            report.lines().count()
+        );
         assert!(report.contains("99990 more rejected"), "{report}");
         assert_eq!(
             scalar(&db.url, "SELECT COUNT(*) FROM rejected_events").await,
@@ -201,14 +223,22 @@ async fn an_oversized_line_is_refused_on_its_own_with_its_true_size() {
     .unwrap();
     let out = ingest(&db.url, &built_plugins(), &[path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stdout(&out).contains("ingested 2 event(s), rejected 1"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("ingested 2 event(s), rejected 1"),
+        "{}",
+        stdout(&out)
+    );
     let reasons = strings(&db.url, "SELECT reason FROM rejected_events").await;
     assert_eq!(reasons.len(), 1);
     assert!(
         reasons[0].contains(&format!("line 2 is {} bytes", big.len())),
         "{reasons:?}"
     );
-    assert!(stderr(&out).contains("mixed.ndjson:line 2"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("mixed.ndjson:line 2"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The plugin an operator names, or an error: a refused, missing or wrong-world plugin stores
@@ -231,15 +261,41 @@ async fn a_refused_or_missing_source_plugin_is_an_error_and_nothing_is_stored() 
 
     let refused = ingest(&db.url, &folder, &[input.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(stderr(&refused).contains("source plugin `kubernetes-mcp` was refused"), "{}", stderr(&refused));
-    let missing = ingest(&db.url, &folder, &["--source", "nope", input.to_str().unwrap()]);
+    assert!(
+        stderr(&refused).contains("source plugin `kubernetes-mcp` was refused"),
+        "{}",
+        stderr(&refused)
+    );
+    let missing = ingest(
+        &db.url,
+        &folder,
+        &["--source", "nope", input.to_str().unwrap()],
+    );
     assert_eq!(missing.status.code(), Some(1));
-    assert!(stderr(&missing).contains("no source plugin `nope`"), "{}", stderr(&missing));
-    let wrong = ingest(&db.url, &folder, &["--source", "noise-filter", input.to_str().unwrap()]);
+    assert!(
+        stderr(&missing).contains("no source plugin `nope`"),
+        "{}",
+        stderr(&missing)
+    );
+    let wrong = ingest(
+        &db.url,
+        &folder,
+        &["--source", "noise-filter", input.to_str().unwrap()],
+    );
     assert_eq!(wrong.status.code(), Some(1));
-    assert!(stderr(&wrong).contains("not a source"), "{}", stderr(&wrong));
-    assert_eq!(scalar(&db.url, "SELECT COUNT(*) FROM fault_events").await, 0);
-    assert_eq!(scalar(&db.url, "SELECT COUNT(*) FROM rejected_events").await, 0);
+    assert!(
+        stderr(&wrong).contains("not a source"),
+        "{}",
+        stderr(&wrong)
+    );
+    assert_eq!(
+        scalar(&db.url, "SELECT COUNT(*) FROM fault_events").await,
+        0
+    );
+    assert_eq!(
+        scalar(&db.url, "SELECT COUNT(*) FROM rejected_events").await,
+        0
+    );
 }
 
 /// A decoded event is stored only if it is sound: a path for a cluster, a timestamp that is no
@@ -261,11 +317,17 @@ async fn decoded_events_are_validated_and_bad_ones_dead_lettered() {
         std::fs::write(&path, lines.join("\n")).unwrap();
         let out = ingest(&db.url, &built_plugins(), &[path.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-        assert!(stdout(&out).contains("ingested 2 event(s), rejected 4"), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains("ingested 2 event(s), rejected 4"),
+            "{}",
+            stdout(&out)
+        );
         let mut clusters = strings(&db.url, "SELECT cluster FROM fault_events").await;
         clusters.sort();
         assert_eq!(clusters, ["admin@prod", "prod"], "{}", db.backend);
-        let reasons = strings(&db.url, "SELECT reason FROM rejected_events").await.join("\n");
+        let reasons = strings(&db.url, "SELECT reason FROM rejected_events")
+            .await
+            .join("\n");
         assert!(reasons.contains("\"../../../../tmp/x\""), "{reasons}");
         assert!(reasons.contains("\"/etc/passwd\""), "{reasons}");
         assert!(reasons.contains("not-a-time"), "{reasons}");

@@ -130,13 +130,19 @@ fn benches(criterion: &mut Criterion) {
         "the sample notification should be about 1 KB"
     );
 
+    // one host per instance policy: a file name is a plugin's identity, so one folder holds
+    // kubernetes-mcp once
     let (host, refused, _folder, _kv) = runtime.block_on(support::load(
         &[
-            ("plugins/kubernetes-mcp.wasm", "k8s-warm.wasm"),
-            ("plugins/kubernetes-mcp.wasm", "k8s-fresh.wasm"),
+            ("plugins/kubernetes-mcp.wasm", "kubernetes-mcp.wasm"),
             ("plugins/team-router.wasm", "team-router.wasm"),
         ],
-        "[plugin.k8s-warm]\nreuse_instances = true\n[plugin.k8s-fresh]\nreuse_instances = false\n[plugin.team-router.config]\nteams = { shop = \"payments\" }\n",
+        "[plugin.kubernetes-mcp]\nreuse_instances = true\n[plugin.team-router.config]\nteams = { shop = \"payments\" }\n",
+    ));
+    assert!(refused.is_empty(), "{refused:?}");
+    let (fresh_host, refused, _fresh_folder, _kv) = runtime.block_on(support::load(
+        &[("plugins/kubernetes-mcp.wasm", "kubernetes-mcp.wasm")],
+        "[plugin.kubernetes-mcp]\nreuse_instances = false\n",
     ));
     assert!(refused.is_empty(), "{refused:?}");
 
@@ -147,12 +153,15 @@ fn benches(criterion: &mut Criterion) {
     group.bench_function("warm instance", |bencher| {
         bencher
             .to_async(&runtime)
-            .iter(|| async { host.decode("k8s-warm", &envelope).await.unwrap() })
+            .iter(|| async { host.decode("kubernetes-mcp", &envelope).await.unwrap() })
     });
     group.bench_function("fresh pooled instance", |bencher| {
-        bencher
-            .to_async(&runtime)
-            .iter(|| async { host.decode("k8s-fresh", &envelope).await.unwrap() })
+        bencher.to_async(&runtime).iter(|| async {
+            fresh_host
+                .decode("kubernetes-mcp", &envelope)
+                .await
+                .unwrap()
+        })
     });
     group.bench_function("native rust", |bencher| {
         bencher.iter(|| native::decode(&envelope).unwrap())
@@ -181,12 +190,12 @@ fn benches(criterion: &mut Criterion) {
         ("plugins/slack.wasm", "slack.wasm"),
         ("plugins/team-router.wasm", "team-router.wasm"),
         ("fixtures/hostile.wasm", "hostile.wasm"),
-        ("plugins/kubernetes-mcp.wasm", "kubernetes-mcp-2.wasm"),
-        ("plugins/noise-filter.wasm", "noise-filter-2.wasm"),
+        ("fixtures/hostile.wasm", "hostile-2.wasm"),
+        ("fixtures/hostile.wasm", "hostile-3.wasm"),
     ];
     let folder = support::folder(
         &ten,
-        "[plugin.slack]\nallowed_hosts = [\"https://hooks.slack.com:443\"]\n[plugin.slack.config]\nwebhook_url = \"https://hooks.slack.com/x\"\n",
+        "[plugin.slack]\nallowed_hosts = [\"https://hooks.slack.com:443\"]\n[plugin.slack.config]\nwebhook_url = \"https://hooks.slack.com/x\"\n[plugin.hostile-2.config]\nname = \"hostile-2\"\n[plugin.hostile-3.config]\nname = \"hostile-3\"\n",
     );
     let (warm, refused) = runtime
         .block_on(PluginHost::load(

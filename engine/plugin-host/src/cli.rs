@@ -7,8 +7,10 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::config::PluginsConfig;
+use crate::error::LoadError;
 use crate::kv::MemoryKvStore;
-use crate::runtime::{PluginHost, PluginSummary};
+use crate::runtime::{PluginHost, PluginSummary, plugin_identity};
+use crate::text::escape_untrusted;
 use crate::types::Feed;
 
 /// Result of `plugins list`: loaded plugins and refused files.
@@ -40,7 +42,8 @@ fn feed_text(feed: Option<&Feed>) -> String {
 }
 
 impl PluginList {
-    /// A fixed-width table for terminals; refused files follow the table.
+    /// A fixed-width table for terminals; refused files follow the table. Everything a plugin
+    /// supplied (names, versions, capabilities, feeds, refusal reasons) is escaped.
     pub fn to_table(&self) -> String {
         let header = [
             "ID",
@@ -66,12 +69,13 @@ impl PluginList {
                     plugin.granted.to_string(),
                     feed_text(plugin.feed.as_ref()),
                 ]
+                .map(|cell| escape_untrusted(&cell).into_owned())
             })
             .collect();
         let mut widths = header.map(str::len);
         for row in &rows {
             for (width, cell) in widths.iter_mut().zip(row) {
-                *width = (*width).max(cell.len());
+                *width = (*width).max(cell.chars().count());
             }
         }
         let line = |cells: &[String]| {
@@ -91,7 +95,7 @@ impl PluginList {
             out.push('\n');
         }
         for refused in &self.refused {
-            out.push_str(&format!("refused: {}\n", refused.reason));
+            out.push_str(&format!("refused: {}\n", escape_untrusted(&refused.reason)));
         }
         out
     }
@@ -147,6 +151,9 @@ pub async fn check_plugin(
     .await
     .map_err(|error| failure(vec![format!("{error:#}")]))?;
     let mut reasons: Vec<String> = refused.iter().map(ToString::to_string).collect();
+    if let Some(duplicate) = same_plugin_beside(path).await {
+        reasons.push(duplicate.to_string());
+    }
     let summary = host.plugins().into_iter().next();
     if let Some(summary) = &summary {
         if summary.name.trim().is_empty() {
@@ -162,6 +169,32 @@ pub async fn check_plugin(
         Some(summary) if reasons.is_empty() => Ok(summary),
         _ => Err(failure(reasons)),
     }
+}
+
+/// The refusal `serve` would give `path` because other files in its folder are the same plugin.
+async fn same_plugin_beside(path: &Path) -> Option<LoadError> {
+    let id = plugin_identity(&path.file_stem()?.to_string_lossy());
+    let mut entries = tokio::fs::read_dir(path.parent()?).await.ok()?;
+    let mut others = Vec::new();
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let other = entry.path();
+        let same = other
+            .extension()
+            .is_some_and(|extension| extension == "wasm")
+            && other.file_name() != path.file_name()
+            && other
+                .file_stem()
+                .is_some_and(|stem| plugin_identity(&stem.to_string_lossy()) == id);
+        if same {
+            others.push(other);
+        }
+    }
+    others.sort();
+    (!others.is_empty()).then(|| LoadError::DuplicateId {
+        path: path.to_owned(),
+        others,
+        id,
+    })
 }
 
 #[cfg(test)]
@@ -205,8 +238,23 @@ mod tests {
             "{table}"
         );
         assert_eq!(lines[2], "refused: x.wasm fits no plugin world");
+        assert_eq!(lines.len(), 3, "{table}");
         let json: serde_json::Value = serde_json::from_str(&list.to_json().unwrap()).unwrap();
         assert_eq!(json["plugins"][0]["world"], "pre-triage");
+
+        let mut forged = list.clone();
+        forged.plugins[0].version = "1\n2026-01-01T00:00:00Z ERROR forged\u{1b}[2J".into();
+        forged.refused[0].reason = "y.wasm claims to be plugin `a\rb`".into();
+        let table = forged.to_table();
+        assert_eq!(table.lines().count(), 3, "{table}");
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\r'),
+            "{table:?}"
+        );
+        assert!(
+            table.contains("1\\n2026-01-01T00:00:00Z ERROR forged\\u{1b}[2J"),
+            "{table}"
+        );
         assert_eq!(json["plugins"][0]["granted"]["env_vars"][0], "TOKEN");
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::World;
+use crate::kv::KvQuota;
 
 /// Default memory cap of one plugin instance.
 pub const DEFAULT_MEMORY_MIB: u32 = 64;
@@ -16,6 +17,10 @@ pub const MAX_MEMORY_MIB: u32 = 1024;
 pub const DEFAULT_MAX_OUTPUT_KIB: u32 = 1024;
 /// Default number of calls after which a reused instance is recycled.
 pub const DEFAULT_RECYCLE_AFTER_CALLS: u32 = 1000;
+/// Default most keys one plugin may hold in its key-value store.
+pub const DEFAULT_KV_MAX_KEYS: u64 = 10_000;
+/// Default most value bytes (MiB) one plugin may hold in its key-value store.
+pub const DEFAULT_KV_MAX_MIB: u32 = 64;
 /// Components larger than this are treated as "big guests" (interpreters) and reuse instances.
 pub const BIG_GUEST_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -129,6 +134,12 @@ pub struct PluginConfig {
     /// Host directories mounted read-only at the same path.
     #[serde(default)]
     pub read_only_dirs: Vec<PathBuf>,
+    /// Most keys the plugin may hold in its key-value store (default 10,000).
+    #[serde(default)]
+    pub kv_max_keys: Option<u64>,
+    /// Most value bytes, in MiB, the plugin may hold in its key-value store (default 64).
+    #[serde(default)]
+    pub kv_max_mib: Option<u32>,
     /// Force (true) or forbid (false) reusing instances; by default big guests reuse them.
     #[serde(default)]
     pub reuse_instances: Option<bool>,
@@ -146,6 +157,7 @@ pub(crate) struct Limits {
     pub(crate) deadline: Duration,
     pub(crate) memory_bytes: usize,
     pub(crate) max_output_bytes: usize,
+    pub(crate) kv_quota: KvQuota,
 }
 
 impl Limits {
@@ -165,6 +177,10 @@ impl Limits {
             memory_bytes: memory_mib as usize * 1024 * 1024,
             max_output_bytes: config.max_output_kib.unwrap_or(DEFAULT_MAX_OUTPUT_KIB) as usize
                 * 1024,
+            kv_quota: KvQuota {
+                keys: config.kv_max_keys.unwrap_or(DEFAULT_KV_MAX_KEYS),
+                bytes: u64::from(config.kv_max_mib.unwrap_or(DEFAULT_KV_MAX_MIB)) * 1024 * 1024,
+            },
         }
     }
 }
@@ -220,6 +236,13 @@ mod tests {
         let limits = Limits::new(World::PostTriage, &PluginConfig::default());
         assert_eq!(limits.deadline, Duration::from_secs(10));
         assert_eq!(limits.memory_bytes, 64 * 1024 * 1024);
+        assert_eq!(
+            limits.kv_quota,
+            KvQuota {
+                keys: 10_000,
+                bytes: 64 << 20
+            }
+        );
         let limits = Limits::new(
             World::Source,
             &PluginConfig {

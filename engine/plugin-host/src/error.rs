@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::text::escape_untrusted;
+
 /// Why a plugin file was refused at load. Every message names the file or the plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -53,7 +55,7 @@ pub enum LoadError {
         describe_missing(missing)
     )]
     MissingGrant {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// Plugin id (file name without `.wasm`).
         id: String,
@@ -67,6 +69,34 @@ pub enum LoadError {
         plugin: String,
         /// The call error.
         source: Box<CallError>,
+    },
+    /// `describe` gives another name than the file's: the file name is the plugin's identity.
+    #[error(
+        "{} claims to be plugin `{}`, but its file name makes it `{id}`: a plugin's describe name must match its file name",
+        path.display(),
+        escape_untrusted(claimed)
+    )]
+    NameMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Plugin id (file name without `.wasm`).
+        id: String,
+        /// The name `describe` gave, as received.
+        claimed: String,
+    },
+    /// Two or more files name one plugin (their names differ only in case or `-`/`_`); none of them is loaded.
+    #[error(
+        "{} and {} are the same plugin `{id}` (file names that differ only in case or `-`/`_` name one plugin); neither is loaded: remove or rename one",
+        path.display(),
+        others.iter().map(|other| other.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    DuplicateId {
+        /// The file refused.
+        path: PathBuf,
+        /// The other files with the same identity.
+        others: Vec<PathBuf>,
+        /// The shared identity.
+        id: String,
     },
     /// The precompiled-artefact cache could not be used.
     #[error("cannot use the plugin cache for {}: {reason}", path.display())]
@@ -93,7 +123,9 @@ impl LoadError {
             | LoadError::UnsupportedVersion { path, .. }
             | LoadError::Link { path, .. }
             | LoadError::Cache { path, .. } => stem(path),
-            LoadError::MissingGrant { id, .. } => id.clone(),
+            LoadError::MissingGrant { id, .. }
+            | LoadError::NameMismatch { id, .. }
+            | LoadError::DuplicateId { id, .. } => id.clone(),
             LoadError::Describe { plugin, .. } => plugin.trim_end_matches(".wasm").to_owned(),
         }
     }
@@ -116,7 +148,7 @@ fn describe_missing(missing: &[MissingGrant]) -> String {
         .join(", ")
 }
 
-/// Why a plugin call failed. `plugin` is `name@version`.
+/// Why a plugin call failed. `plugin` is `id@version`.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// No loaded plugin has this id.
@@ -128,7 +160,7 @@ pub enum CallError {
     /// The plugin exists but implements another world.
     #[error("plugin {plugin} is a {actual} plugin, not {expected}")]
     WrongWorld {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// The world called.
         expected: &'static str,
@@ -138,7 +170,7 @@ pub enum CallError {
     /// The call ran past its deadline.
     #[error("plugin {plugin} exceeded its deadline of {deadline_ms} ms")]
     Timeout {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// The deadline.
         deadline_ms: u64,
@@ -146,7 +178,7 @@ pub enum CallError {
     /// The plugin tried to grow memory past its cap.
     #[error("plugin {plugin} exceeded its memory cap of {limit_mib} MiB")]
     MemoryLimit {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// The cap.
         limit_mib: usize,
@@ -154,7 +186,7 @@ pub enum CallError {
     /// The plugin returned more data than allowed.
     #[error("plugin {plugin} returned about {size} bytes, over the cap of {limit} bytes")]
     OutputTooLarge {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// Approximate size returned.
         size: usize,
@@ -164,23 +196,32 @@ pub enum CallError {
     /// The plugin trapped (panic, abort, unreachable, stack overflow...).
     #[error("plugin {plugin} trapped: {reason}")]
     Trap {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
-        /// The trap and backtrace summary.
+        /// `<kind>[; guest stderr: <last words>][; backtrace: <frames>]`, escaped and bounded,
+        /// e.g. `unreachable; guest stderr: … panicked at src/lib.rs:9:5: bad input; backtrace: …`.
         reason: String,
     },
     /// The instance could not be created.
     #[error("plugin {plugin} could not be instantiated: {reason}")]
     Instantiate {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// What wasmtime said.
+        reason: String,
+    },
+    /// The call succeeded, but its key-value writes could not be applied (none was).
+    #[error("plugin {plugin} succeeded, but its key-value writes could not be saved: {reason}")]
+    KvWrites {
+        /// `id@version`.
+        plugin: String,
+        /// What the store said.
         reason: String,
     },
     /// The plugin returned an error value.
     #[error("plugin {plugin} failed: {message}")]
     Plugin {
-        /// `name@version`.
+        /// `id@version`.
         plugin: String,
         /// The plugin's message.
         message: String,
@@ -194,7 +235,9 @@ impl CallError {
     pub fn is_retryable(&self) -> bool {
         match self {
             CallError::Plugin { retryable, .. } => *retryable,
-            CallError::Timeout { .. } | CallError::Instantiate { .. } => true,
+            CallError::Timeout { .. }
+            | CallError::Instantiate { .. }
+            | CallError::KvWrites { .. } => true,
             _ => false,
         }
     }

@@ -7,14 +7,16 @@
 //! // Configuration: the `[plugins]` table of nightcrier's TOML (deny_unknown_fields).
 //! PluginsConfig { dir, cache_dir: Option<PathBuf>, stages: StagesConfig { source, pre_triage, post_triage: StageConfig { failure_policy } },
 //!                 plugin: BTreeMap<id, PluginConfig { config: toml::Table, deadline_ms, memory_mib, max_output_kib,
-//!                                                    allowed_hosts, env, read_only_dirs, reuse_instances, order, disabled }> }
+//!                                                    kv_max_keys, kv_max_mib, allowed_hosts, env, read_only_dirs,
+//!                                                    reuse_instances, order, disabled }> }
 //! PluginsConfig::from_toml(&str) -> Result<PluginsConfig, toml::de::Error>
 //!
 //! // Key-value capability: implemented by the engine over `plugin_kv` (plugin, key, value, expires_at).
+//! // A call's writes are buffered and applied in one `apply` only when the call succeeds.
 //! trait KvStore: Send + Sync + 'static {
 //!     fn get(&self, plugin, key) -> KvFuture<Option<Vec<u8>>>;
-//!     fn set(&self, plugin, key, value: Vec<u8>, ttl: Option<Duration>) -> KvFuture<()>;
-//!     fn delete(&self, plugin, key) -> KvFuture<()>;
+//!     fn usage(&self, plugin) -> KvFuture<KvUsage { keys, bytes }>;           // live keys only
+//!     fn apply(&self, plugin, Vec<KvWrite::{Set { key, value, ttl }, Delete { key }}>) -> KvFuture<()>;  // all or none
 //! }
 //! MemoryKvStore::new()                                       // in-memory implementation
 //!
@@ -33,9 +35,13 @@
 //! check_plugin(&Path, &PluginsConfig).await -> Result<PluginSummary, CheckFailure>   // Err => non-zero exit
 //! new_plugin(&NewPluginOptions { name, kind: World, lang: PluginLang, parent_dir }) -> anyhow::Result<NewPlugin>
 //! // `World` and `PluginLang` implement FromStr ("source" | "pre-triage" | "post-triage", "rust" | "python").
+//!
+//! // Showing plugin- or feed-supplied text in a log line or on a terminal:
+//! escape_untrusted(&str) -> Cow<str>   // controls, separators, bidi escaped; plain text borrowed
 //! ```
 //!
-//! Ids are file names without `.wasm`; errors and logs name plugins as `name@version`.
+//! Ids are file names without `.wasm`; `describe` must give the same name (letter case and `-`/`_`
+//! aside) and no two files may share one; errors and logs name plugins as `id@version`.
 
 mod bindings;
 mod cache;
@@ -48,28 +54,26 @@ mod runtime;
 mod scaffold;
 mod size;
 mod state;
+mod stderr;
+mod text;
+mod trap;
 pub use state::{KV_OPS_PER_CALL, KV_WRITE_BYTES_PER_CALL, LOG_LINES_PER_CALL, MAX_RESOURCES};
 
 pub use cli::{CheckFailure, PluginList, RefusedPlugin, check_plugin, list_plugins};
 pub use config::{
-    BIG_GUEST_BYTES, DEFAULT_MAX_OUTPUT_KIB, DEFAULT_MEMORY_MIB, DEFAULT_RECYCLE_AFTER_CALLS,
-    FailurePolicy, MAX_MEMORY_MIB, PluginConfig, PluginsConfig, StageConfig, StagesConfig,
+    BIG_GUEST_BYTES, DEFAULT_KV_MAX_KEYS, DEFAULT_KV_MAX_MIB, DEFAULT_MAX_OUTPUT_KIB,
+    DEFAULT_MEMORY_MIB, DEFAULT_RECYCLE_AFTER_CALLS, FailurePolicy, MAX_MEMORY_MIB, PluginConfig,
+    PluginsConfig, StageConfig, StagesConfig,
 };
 pub use detect::{SUPPORTED_WIT_VERSIONS, WIT_PACKAGE, WIT_VERSION, World, version_supported};
 pub use error::{CallError, LoadError, MissingGrant};
-pub use kv::{KvFuture, KvStore, KvStoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryKvStore};
+pub use kv::{
+    KvFuture, KvStore, KvStoreError, KvUsage, KvWrite, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    MemoryKvStore,
+};
 pub use runtime::{CapabilitySet, PluginHost, PluginSummary, PostTriageVerdict, PreTriageVerdict};
 pub use scaffold::{NewPlugin, NewPluginOptions, PluginLang, new_plugin};
-
-/// `text` ready to show on a terminal or in a log line: control characters (newlines, escape
-/// sequences) escaped, plain text unchanged.
-pub fn escape_untrusted(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(char::is_control) {
-        std::borrow::Cow::Owned(text.chars().flat_map(char::escape_default).collect())
-    } else {
-        std::borrow::Cow::Borrowed(text)
-    }
-}
+pub use text::escape_untrusted;
 
 /// The WIT records as Rust types (generated from `wit/`).
 pub mod types {

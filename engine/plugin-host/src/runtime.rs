@@ -11,8 +11,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
+    Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
 
 use crate::bindings::post_triage::{PostTriage, PostTriagePre};
@@ -25,9 +24,10 @@ use crate::config::{
 };
 use crate::detect::{World, detect};
 use crate::error::{CallError, LoadError, MissingGrant};
-use crate::kv::KvStore;
+use crate::kv::{KvStore, PendingWrites};
 use crate::size::OutputSize;
 use crate::state::{HostPattern, PluginState, StateSeed};
+use crate::trap::{Failure, classify};
 use crate::types::{
     AgentResult, Decision, DecodeError, Envelope, FaultEvent, Feed, Incident, Outcome, PluginInfo,
 };
@@ -53,7 +53,7 @@ const DESCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 pub struct PluginSummary {
     /// Id: the file name without `.wasm`; the key under `[plugins.plugin.<id>]` and the key-value scope.
     pub id: String,
-    /// Name the plugin gives itself.
+    /// Name the plugin gives itself; the same as `id` but for letter case and `-`/`_`.
     pub name: String,
     /// Version the plugin gives itself.
     pub version: String,
@@ -80,9 +80,9 @@ pub struct PluginSummary {
 }
 
 impl PluginSummary {
-    /// `name@version`, the label used in errors and logs.
+    /// `id@version`, the label used in errors and logs.
     pub fn label(&self) -> String {
-        format!("{}@{}", self.name, self.version)
+        format!("{}@{}", self.id, self.version)
     }
 }
 
@@ -132,6 +132,13 @@ enum WorldBindings {
     Source(Source),
     PreTriage(PreTriage),
     PostTriage(PostTriage),
+}
+
+/// Why an instance could not be created.
+struct InstantiateFailure {
+    error: wasmtime::Error,
+    memory_denied: bool,
+    stderr: Option<String>,
 }
 
 struct Instance {
@@ -365,6 +372,13 @@ fn new_store(engine: &Engine, state: PluginState) -> Store<PluginState> {
     store
 }
 
+/// The identity a plugin name stands for: letter case and `-`/`_` aside, since cargo writes
+/// `my_plugin.wasm` for the crate `my-plugin`. A plugin's file name (its id) and its `describe`
+/// name must have the same identity, and no two files in a folder may.
+pub(crate) fn plugin_identity(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
 /// Real time on purpose: a guest burns real CPU even when a test pauses tokio's clock, and a paused
 /// clock would never interrupt a spinning guest (the yielding task keeps the runtime busy).
 #[allow(clippy::disallowed_methods)]
@@ -401,6 +415,15 @@ impl PluginHost {
             }
         }
         files.sort();
+        // only a whole folder tells: `load_files` is given some of its files on purpose
+        for id in config.plugin.keys() {
+            if !files
+                .iter()
+                .any(|file| file.file_stem().is_some_and(|stem| stem == id.as_str()))
+            {
+                tracing::warn!(plugin = %id, "configuration names a plugin that has no file");
+            }
+        }
         Self::load_files(config, kv, &files).await
     }
 
@@ -424,6 +447,7 @@ impl PluginHost {
             _ticker: ticker,
         };
         let mut refused = Vec::new();
+        let mut candidates: Vec<(String, &PathBuf, PluginConfig)> = Vec::new();
         for path in files {
             let id = path
                 .file_stem()
@@ -434,22 +458,31 @@ impl PluginHost {
                 tracing::info!(plugin = %id, "plugin disabled by configuration");
                 continue;
             }
-            match host.load_one(&id, path, &plugin_config).await {
+            candidates.push((id, path, plugin_config));
+        }
+        for (id, path, plugin_config) in &candidates {
+            let others: Vec<PathBuf> = candidates
+                .iter()
+                .filter(|(other, other_path, _)| {
+                    other_path != path && plugin_identity(other) == plugin_identity(id)
+                })
+                .map(|(_, other_path, _)| (*other_path).clone())
+                .collect();
+            if !others.is_empty() {
+                refused.push(LoadError::DuplicateId {
+                    path: (*path).clone(),
+                    others,
+                    id: plugin_identity(id),
+                });
+                continue;
+            }
+            match host.load_one(id, path, plugin_config).await {
                 Ok(plugin) => {
                     tracing::info!(plugin = %plugin.label, world = %plugin.summary.world, "plugin loaded");
-                    host.plugins.insert(id, Arc::new(plugin));
+                    host.plugins.insert(id.clone(), Arc::new(plugin));
                 }
                 // returned to the caller, which reports it (the engine logs it, the CLI prints it)
                 Err(error) => refused.push(error),
-            }
-        }
-        for id in host.config.plugin.keys() {
-            if !host.plugins.contains_key(id)
-                && !files
-                    .iter()
-                    .any(|file| file.file_stem().is_some_and(|stem| stem == id.as_str()))
-            {
-                tracing::warn!(plugin = %id, "configuration names a plugin that has no file");
             }
         }
         Ok((
@@ -669,6 +702,24 @@ impl PluginHost {
     }
 }
 
+/// Whether what a call returned is a success (a WIT `result` that is `ok`): only then are the
+/// call's key-value writes applied.
+trait Succeeded {
+    fn succeeded(&self) -> bool {
+        true
+    }
+}
+
+impl<T, E> Succeeded for Result<T, E> {
+    fn succeeded(&self) -> bool {
+        self.is_ok()
+    }
+}
+
+impl Succeeded for PluginInfo {}
+
+impl Succeeded for crate::types::SourceInfo {}
+
 fn wrong_world_trap() -> wasmtime::Error {
     wasmtime::Error::msg("internal error: instance of another world")
 }
@@ -711,8 +762,12 @@ impl Inner {
         seed: &StateSeed,
         label: &Arc<str>,
         deadline: std::time::Instant,
-    ) -> Result<Instance, (wasmtime::Error, bool)> {
-        let mut state = seed.build().map_err(|error| (error, false))?;
+    ) -> Result<Instance, InstantiateFailure> {
+        let mut state = seed.build().map_err(|error| InstantiateFailure {
+            error,
+            memory_denied: false,
+            stderr: None,
+        })?;
         state.set_label(label.clone());
         state.deadline = deadline;
         let mut store = new_store(&self.engine, state);
@@ -737,17 +792,18 @@ impl Inner {
                 bindings,
                 calls: 0,
             }),
-            Err(error) => {
-                let memory_denied = store.data().limiter.memory_denied;
-                Err((error, memory_denied))
-            }
+            Err(error) => Err(InstantiateFailure {
+                error,
+                memory_denied: store.data().limiter.memory_denied,
+                stderr: store.data().stderr.last_words(),
+            }),
         }
     }
 
     /// Run `body` on an instance under the plugin's deadline and limits, classify failures, recycle or keep the instance.
     async fn call<R, F, Fut>(&self, plugin: &LoadedPlugin, body: F) -> Result<R, CallError>
     where
-        R: OutputSize,
+        R: OutputSize + Succeeded,
         F: FnOnce(Instance) -> Fut,
         Fut: Future<Output = (Instance, wasmtime::Result<R>)>,
     {
@@ -761,7 +817,7 @@ impl Inner {
         body: F,
     ) -> Result<R, CallError>
     where
-        R: OutputSize,
+        R: OutputSize + Succeeded,
         F: FnOnce(Instance) -> Fut,
         Fut: Future<Output = (Instance, wasmtime::Result<R>)>,
     {
@@ -792,6 +848,8 @@ impl Inner {
                     instance.store.data_mut().budget = Default::default();
                     instance.store.data_mut().deadline = stop_at;
                     instance.store.data_mut().limiter.memory_denied = false;
+                    instance.store.data().stderr.clear();
+                    instance.store.data_mut().pending = PendingWrites::default();
                     instance.store.set_epoch_deadline(1);
                     instance
                 }
@@ -800,15 +858,16 @@ impl Inner {
                     .await
                 {
                     Ok(instance) => instance,
-                    Err((error, memory_denied)) => {
-                        return Err(classify(
-                            &label,
-                            &error,
-                            memory_denied,
+                    Err(failure) => {
+                        return Err(classify(Failure {
+                            plugin: &label,
+                            error: &failure.error,
+                            memory_denied: failure.memory_denied,
+                            stderr: failure.stderr,
                             deadline_ms,
                             memory_mib,
-                            true,
-                        ));
+                            instantiating: true,
+                        }));
                     }
                 },
             };
@@ -818,7 +877,7 @@ impl Inner {
         };
         // Epoch interruption stops guest code; this outer bound also stops a call stuck in a host await.
         let hard_limit = deadline + deadline / 2 + Duration::from_millis(5);
-        let (instance, result) = match tokio::time::timeout(hard_limit, run).await {
+        let (mut instance, result) = match tokio::time::timeout(hard_limit, run).await {
             Err(_) => {
                 return Err(CallError::Timeout {
                     plugin: label,
@@ -842,6 +901,17 @@ impl Inner {
                         limit: plugin.limits.max_output_bytes,
                     });
                 }
+                // a call's writes are applied together, and only when it succeeded
+                let writes = instance.store.data_mut().pending.take();
+                if value.succeeded() && !writes.is_empty() {
+                    self.kv
+                        .apply(&plugin.summary.id, writes)
+                        .await
+                        .map_err(|error| CallError::KvWrites {
+                            plugin: label.clone(),
+                            reason: error.to_string(),
+                        })?;
+                }
                 if plugin.reuse && instance.calls < DEFAULT_RECYCLE_AFTER_CALLS {
                     plugin
                         .warm
@@ -852,14 +922,15 @@ impl Inner {
                 Ok(value)
             }
             // The instance is dropped: after a trap its state is not trusted.
-            Err(error) => Err(classify(
-                &label,
-                &error,
-                instance.store.data().limiter.memory_denied,
+            Err(error) => Err(classify(Failure {
+                plugin: &label,
+                error: &error,
+                memory_denied: instance.store.data().limiter.memory_denied,
+                stderr: instance.store.data().stderr.last_words(),
                 deadline_ms,
                 memory_mib,
-                false,
-            )),
+                instantiating: false,
+            })),
         }
     }
 
@@ -905,13 +976,12 @@ impl Inner {
             }
         };
         let limits = Limits::new(detected.world, config);
-        let seed =
-            StateSeed::new(id, config, limits.memory_bytes, self.kv.clone()).map_err(|reason| {
-                LoadError::Link {
-                    path: path.to_owned(),
-                    reason: format!("invalid grants for plugin {id}: {reason}"),
-                }
-            })?;
+        let seed = StateSeed::new(id, config, &limits, self.kv.clone()).map_err(|reason| {
+            LoadError::Link {
+                path: path.to_owned(),
+                reason: format!("invalid grants for plugin {id}: {reason}"),
+            }
+        })?;
         let reuse = config
             .reuse_instances
             .unwrap_or(file_bytes > BIG_GUEST_BYTES);
@@ -947,7 +1017,15 @@ impl Inner {
                 plugin: id.to_owned(),
                 source: Box::new(source),
             })?;
-        let label = format!("{}@{}", info.name, info.version);
+        if plugin_identity(&info.name) != plugin_identity(id) {
+            return Err(LoadError::NameMismatch {
+                path: path.to_owned(),
+                id: id.to_owned(),
+                claimed: info.name,
+            });
+        }
+        // the file's name, not the plugin's word, names it in every error and log
+        let label = format!("{id}@{}", info.version);
         check_grants(id, &label, &info, config)?;
         plugin.summary.name = info.name.clone();
         plugin.summary.version = info.version.clone();
@@ -1020,36 +1098,4 @@ impl Inner {
             }
         }
     }
-}
-
-fn classify(
-    plugin: &str,
-    error: &wasmtime::Error,
-    memory_denied: bool,
-    deadline_ms: u64,
-    memory_mib: usize,
-    instantiating: bool,
-) -> CallError {
-    let plugin = plugin.to_owned();
-    if memory_denied {
-        return CallError::MemoryLimit {
-            plugin,
-            limit_mib: memory_mib,
-        };
-    }
-    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return CallError::Timeout {
-            plugin,
-            deadline_ms,
-        };
-    }
-    let reason = format!("{error:#}")
-        .lines()
-        .take(12)
-        .collect::<Vec<_>>()
-        .join(" | ");
-    if instantiating && error.downcast_ref::<Trap>().is_none() {
-        return CallError::Instantiate { plugin, reason };
-    }
-    CallError::Trap { plugin, reason }
 }

@@ -10,8 +10,12 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::bindings::source::nightcrier::plugin::{host, types};
-use crate::config::PluginConfig;
-use crate::kv::{KvStore, KvStoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use crate::config::{Limits, PluginConfig};
+use crate::kv::{
+    KvQuota, KvStore, KvStoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES, PendingWrites, Refusal,
+};
+use crate::stderr::StderrTail;
+use crate::text::escape_bounded;
 
 /// Memory and table limits of one store; remembers whether a limit was hit so the error can say so.
 pub(crate) struct CallLimiter {
@@ -208,10 +212,15 @@ pub(crate) struct PluginState {
     kv: Arc<dyn KvStore>,
     /// Plugin id: the key-value scope.
     id: Arc<str>,
-    /// `name@version`, for logs.
+    /// `id@version`, for logs.
     label: Arc<str>,
     config_json: Arc<str>,
     pub(crate) budget: CallBudget,
+    /// The last of what the guest wrote to stderr, for trap reports.
+    pub(crate) stderr: StderrTail,
+    /// Key-value writes of the call in progress, applied only if it succeeds.
+    pub(crate) pending: PendingWrites,
+    kv_quota: KvQuota,
 }
 
 /// What a store needs from the loaded plugin; shared by all its stores.
@@ -224,6 +233,7 @@ pub(crate) struct StateSeed {
     pub(crate) env: Arc<[(String, String)]>,
     pub(crate) read_only_dirs: Arc<[std::path::PathBuf]>,
     pub(crate) memory_bytes: usize,
+    pub(crate) kv_quota: KvQuota,
     pub(crate) kv: Arc<dyn KvStore>,
 }
 
@@ -231,7 +241,7 @@ impl StateSeed {
     pub(crate) fn new(
         id: &str,
         config: &PluginConfig,
-        memory_bytes: usize,
+        limits: &Limits,
         kv: Arc<dyn KvStore>,
     ) -> Result<StateSeed, String> {
         let config_json = serde_json::to_string(&config.config)
@@ -254,15 +264,19 @@ impl StateSeed {
             allowed_hosts: Arc::from(allowed_hosts),
             env: Arc::from(env),
             read_only_dirs: Arc::from(config.read_only_dirs.clone()),
-            memory_bytes,
+            memory_bytes: limits.memory_bytes,
+            kv_quota: limits.kv_quota,
             kv,
         })
     }
 
     pub(crate) fn build(&self) -> WasmResult<PluginState> {
-        // Deny by default: no args, no inherited env or stdio, no sockets, no preopens.
+        // Deny by default: no args, no inherited env or stdio, no sockets, no preopens. Stderr
+        // goes to a small ring only, for trap reports.
+        let stderr = StderrTail::default();
         let mut builder = WasiCtxBuilder::new();
         builder
+            .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -295,6 +309,9 @@ impl StateSeed {
             label: self.label.clone(),
             config_json: self.config_json.clone(),
             budget: CallBudget::default(),
+            stderr,
+            pending: PendingWrites::default(),
+            kv_quota: self.kv_quota,
         })
     }
 }
@@ -327,20 +344,6 @@ fn kv_error(error: KvStoreError) -> host::KvError {
     }
 }
 
-/// At most `max_chars` of `text`, with control characters (newlines, ANSI escapes) escaped so a
-/// plugin cannot forge log lines or drive the operator's terminal.
-fn printable(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars));
-    for c in text.chars().take(max_chars) {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn check_key(key: &str) -> Result<(), host::KvError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(host::KvError::Invalid(format!(
@@ -368,15 +371,16 @@ impl host::Host for PluginState {
             return Ok(());
         }
         self.budget.log_lines += 1;
-        let message = printable(&message, LOG_MESSAGE_CHARS);
+        let message = escape_bounded(&message, LOG_MESSAGE_CHARS);
         let fields = fields
             .iter()
             .take(LOG_FIELDS)
             .map(|(key, value)| {
+                // quoted so a value cannot pose as further fields
                 format!(
-                    "{}={:?}",
-                    printable(key, LOG_KEY_CHARS),
-                    value.chars().take(LOG_VALUE_CHARS).collect::<String>()
+                    "{}=\"{}\"",
+                    escape_bounded(key, LOG_KEY_CHARS),
+                    escape_bounded(value, LOG_VALUE_CHARS).replace('"', "\\\"")
                 )
             })
             .collect::<Vec<_>>()
@@ -407,6 +411,10 @@ impl host::Host for PluginState {
         if let Err(error) = check_key(&key).and_then(|()| self.spend_kv(0)) {
             return Ok(Err(error));
         }
+        // the call reads its own writes, which reach the store only if it succeeds
+        if let Some(written) = self.pending.read(&key) {
+            return Ok(Ok(written));
+        }
         Ok(self.kv.get(&self.id, &key).await.map_err(kv_error))
     }
 
@@ -428,22 +436,33 @@ impl host::Host for PluginState {
             return Ok(Err(error));
         }
         let ttl = ttl_seconds.map(|seconds| Duration::from_secs(u64::from(seconds)));
-        Ok(self
-            .kv
-            .set(&self.id, &key, value, ttl)
-            .await
-            .map_err(kv_error))
+        Ok(self.buffer_write(&key, Some((value, ttl))).await)
     }
 
     async fn kv_delete(&mut self, key: String) -> WasmResult<Result<(), host::KvError>> {
         if let Err(error) = check_key(&key).and_then(|()| self.spend_kv(0)) {
             return Ok(Err(error));
         }
-        Ok(self.kv.delete(&self.id, &key).await.map_err(kv_error))
+        Ok(self.buffer_write(&key, None).await)
     }
 }
 
 impl PluginState {
+    /// Holds a set (`Some`) or delete (`None`) back until the call succeeds, within the quota.
+    async fn buffer_write(
+        &mut self,
+        key: &str,
+        value: Option<(Vec<u8>, Option<Duration>)>,
+    ) -> Result<(), host::KvError> {
+        self.pending
+            .write(self.kv.as_ref(), &self.id, key, value, self.kv_quota)
+            .await
+            .map_err(|refusal| match refusal {
+                Refusal::Store(error) => kv_error(error),
+                Refusal::Quota(reason) => host::KvError::Invalid(reason),
+            })
+    }
+
     /// Counts one key-value operation writing `written` value bytes against the call's budget.
     fn spend_kv(&mut self, written: usize) -> Result<(), host::KvError> {
         if self.budget.kv_ops >= KV_OPS_PER_CALL {
@@ -470,15 +489,6 @@ impl PluginState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_text_cannot_forge_lines_or_escape_sequences() {
-        assert_eq!(
-            printable("ok\n2026 ERROR forged\u{1b}[31m", 100),
-            "ok\\n2026 ERROR forged\\u{1b}[31m"
-        );
-        assert_eq!(printable("héllo wörld", 5), "héllo");
-    }
 
     #[test]
     fn host_patterns_match_scheme_host_and_port() {

@@ -200,6 +200,7 @@ fn failure_outcome(error: &CallError) -> Option<&'static str> {
         CallError::MemoryLimit { .. } => Some("memory_limit"),
         CallError::OutputTooLarge { .. } => Some("output_too_large"),
         CallError::Trap { .. } => Some("trap"),
+        CallError::KvWrites { .. } => Some("kv_error"),
         CallError::Instantiate { .. }
         | CallError::NotFound { .. }
         | CallError::WrongWorld { .. } => Some("error"),

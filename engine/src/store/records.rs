@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, Statement,
+    TransactionOptions, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -12,6 +13,34 @@ use super::entity::{agent_executions, circuit_breakers, plugin_kv, plugin_runs, 
 use super::text::{storable, storable_json, storable_owned};
 use super::{Store, StoreError};
 use crate::queue::db_time;
+
+/// One change to a plugin's keys, applied with others by [`Store::kv_apply`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum KvChange {
+    /// Insert or replace `key`, expiring at `expires_at` if given.
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// When it expires.
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// Remove `key` (a missing key is not an error).
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+/// A plugin's live (unexpired) keys and the bytes of their values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvTotals {
+    /// Live keys.
+    pub keys: u64,
+    /// Bytes of their values.
+    pub bytes: u64,
+}
 
 /// A new row of `agent_executions`.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +101,43 @@ pub struct NewReport {
     pub storage_type: String,
 }
 
+async fn kv_upsert(
+    db: &impl ConnectionTrait,
+    plugin: &str,
+    key: &str,
+    value: Vec<u8>,
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let row = plugin_kv::ActiveModel {
+        plugin: Set(plugin.to_owned()),
+        key: Set(key.to_owned()),
+        value: Set(value),
+        expires_at: Set(expires_at.map(db_time)),
+        updated_at: Set(db_time(now)),
+    };
+    plugin_kv::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([plugin_kv::Column::Plugin, plugin_kv::Column::Key])
+                .update_columns([
+                    plugin_kv::Column::Value,
+                    plugin_kv::Column::ExpiresAt,
+                    plugin_kv::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+async fn kv_remove(db: &impl ConnectionTrait, plugin: &str, key: &str) -> Result<(), StoreError> {
+    plugin_kv::Entity::delete_by_id((plugin.to_owned(), key.to_owned()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 impl Store {
     /// The value of `key` for `plugin`, unless it has expired.
     pub async fn kv_get(
@@ -97,34 +163,69 @@ impl Store {
         expires_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let row = plugin_kv::ActiveModel {
-            plugin: Set(plugin.to_owned()),
-            key: Set(key.to_owned()),
-            value: Set(value),
-            expires_at: Set(expires_at.map(db_time)),
-            updated_at: Set(db_time(now)),
-        };
-        plugin_kv::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([plugin_kv::Column::Plugin, plugin_kv::Column::Key])
-                    .update_columns([
-                        plugin_kv::Column::Value,
-                        plugin_kv::Column::ExpiresAt,
-                        plugin_kv::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec(&self.db)
-            .await?;
-        Ok(())
+        kv_upsert(&self.db, plugin, key, value, expires_at, now).await
     }
 
     /// Removes `key` for `plugin`.
     pub async fn kv_delete(&self, plugin: &str, key: &str) -> Result<(), StoreError> {
-        plugin_kv::Entity::delete_by_id((plugin.to_owned(), key.to_owned()))
-            .exec(&self.db)
+        kv_remove(&self.db, plugin, key).await
+    }
+
+    /// Applies every change of one plugin call, in one transaction: all of them or none.
+    pub async fn kv_apply(
+        &self,
+        plugin: &str,
+        changes: Vec<KvChange>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let txn = self
+            .db
+            .begin_with_options(TransactionOptions {
+                // take the write lock up front, as the queue's writes do
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
             .await?;
+        for change in changes {
+            match change {
+                KvChange::Set {
+                    key,
+                    value,
+                    expires_at,
+                } => kv_upsert(&txn, plugin, &key, value, expires_at, now).await?,
+                KvChange::Delete { key } => kv_remove(&txn, plugin, &key).await?,
+            }
+        }
+        txn.commit().await?;
         Ok(())
+    }
+
+    /// The live keys of `plugin` at `now` and the bytes of their values (for its quota).
+    pub async fn kv_totals(
+        &self,
+        plugin: &str,
+        now: DateTime<Utc>,
+    ) -> Result<KvTotals, StoreError> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                self.db.get_database_backend(),
+                "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(value)), 0) AS bytes FROM plugin_kv \
+                 WHERE plugin = $1 AND (expires_at IS NULL OR expires_at > $2)",
+                [plugin.into(), db_time(now).into()],
+            ))
+            .await?;
+        let (keys, bytes) = match row {
+            Some(row) => (
+                row.try_get::<i64>("", "n")?,
+                row.try_get::<i64>("", "bytes")?,
+            ),
+            None => (0, 0),
+        };
+        Ok(KvTotals {
+            keys: u64::try_from(keys).unwrap_or_default(),
+            bytes: u64::try_from(bytes).unwrap_or_default(),
+        })
     }
 
     /// Deletes expired pairs; returns how many.

@@ -133,7 +133,7 @@ fn agent_result(outcome: &AgentOutcome, report: String) -> AgentResult {
 
 /// Runs the post-triage chain on an agent's result; returns the (possibly redacted) report and
 /// the structured fields, or `None` when no post-triage plugin is loaded.
-async fn run_chain(
+pub async fn run_chain(
     host: &PluginHost,
     store: &Store,
     incident: &Incident,
@@ -151,8 +151,21 @@ async fn run_chain(
     let took = started.elapsed();
     let (outcome, error, verdict) = match verdict {
         Ok(verdict) => {
+            // each plugin that failed under fail-open gets its own row, as in pre-triage
             for (plugin, error, _) in &verdict.failures {
                 tracing::warn!(incident_id = %incident.id, plugin = %plugin, error = %error, "post-triage plugin failed (fail-open)");
+                let run = NewPluginRun {
+                    incident_id: Some(incident.id),
+                    stage: "post_triage",
+                    plugin: plugin.clone(),
+                    plugin_version: host.plugin(plugin).map(|summary| summary.version),
+                    outcome: "failed-open".to_owned(),
+                    duration: took,
+                    error: Some(error.clone()),
+                };
+                if let Err(error) = store.insert_plugin_run(&run, Utc::now()).await {
+                    tracing::error!(incident_id = %incident.id, error = %error, "recording a plugin run failed");
+                }
             }
             ("done", None, Some(verdict))
         }

@@ -98,6 +98,35 @@ async fn check_passes_good_plugins_and_lists_every_reason_for_bad_ones() {
     assert!(failure.reasons[0].contains("allowed_hosts"), "{failure}");
 }
 
+/// `plugins check` applies the identity rule: a mismatched describe name, and another file of the
+/// same plugin beside the one checked, are each a reason.
+#[tokio::test]
+async fn check_refuses_a_name_claim_and_a_second_file_of_the_plugin() {
+    let folder = folder(
+        &[
+            ("fixtures/hostile.wasm", "impostor.wasm"),
+            ("plugins/dedup.wasm", "dedup.wasm"),
+            ("plugins/dedup.wasm", "Dedup.wasm"),
+        ],
+        "[plugin.impostor.config]\nname = \"slack\"\n",
+    );
+    let failure = check_plugin(&folder.dir.path().join("impostor.wasm"), &folder.config)
+        .await
+        .unwrap_err();
+    assert!(
+        failure.to_string().contains("claims to be plugin `slack`"),
+        "{failure}"
+    );
+    let failure = check_plugin(&folder.dir.path().join("dedup.wasm"), &folder.config)
+        .await
+        .unwrap_err();
+    assert_eq!(failure.reasons.len(), 1, "{failure}");
+    assert!(
+        failure.reasons[0].contains("Dedup.wasm") && failure.reasons[0].contains("same plugin"),
+        "{failure}"
+    );
+}
+
 fn run(command: &mut Command) {
     let output = command
         .output()

@@ -7,10 +7,27 @@ use nightcrier_plugin_host::{CallError, PluginHost};
 
 use crate::support::{agent_result, incident, load};
 
+/// `[plugin.<id>]` settings for the hostile fixture copied to `<id>.wasm`: it names itself after
+/// the file (its describe name comes from its config), then `toml` (settings, then a config table).
+pub(crate) fn hostile_as(id: &str, toml: &str) -> String {
+    let header = format!("[plugin.{id}.config]");
+    let named = format!("{header}\nname = \"{id}\"");
+    if toml.contains(&header) {
+        format!("[plugin.{id}]\n{}\n", toml.replacen(&header, &named, 1))
+    } else {
+        format!("[plugin.{id}]\n{toml}\n{named}\n")
+    }
+}
+
 /// Loads the hostile fixture as `attacker` (configured by `attacker_toml`), a benign copy, and redact-secrets.
 async fn arena(attacker_toml: &str) -> (PluginHost, crate::support::Folder) {
     let config = format!(
-        "[plugin.attacker]\n{attacker_toml}\n[plugin.benign]\ndeadline_ms = 1000\n[plugin.benign.config]\nattack = \"none\"\n"
+        "{}{}",
+        hostile_as("attacker", attacker_toml),
+        hostile_as(
+            "benign",
+            "deadline_ms = 1000\n[plugin.benign.config]\nattack = \"none\""
+        )
     );
     let (host, refused, folder, _kv) = load(
         &[
@@ -70,7 +87,7 @@ async fn an_endless_loop_is_stopped_within_twice_its_deadline() {
             ),
             "{error}"
         );
-        assert!(error.to_string().contains("hostile@0.1.0"), "{error}");
+        assert!(error.to_string().contains("attacker@0.1.0"), "{error}");
         assert!(
             elapsed < Duration::from_millis(400),
             "stopped after {elapsed:?}"
@@ -91,24 +108,49 @@ async fn a_memory_bomb_is_refused_at_the_cap() {
     assert!(
         error
             .to_string()
-            .contains("hostile@0.1.0 exceeded its memory cap of 16 MiB"),
+            .contains("attacker@0.1.0 exceeded its memory cap of 16 MiB"),
         "{error}"
     );
     still_serves(&host).await;
 }
 
 #[tokio::test]
-async fn a_panic_becomes_a_trap_error() {
+async fn a_panic_is_reported_with_its_message() {
     let (host, _folder) = arena("[plugin.attacker.config]\nattack = \"trap\"").await;
     let error = attack(&host).await.unwrap_err();
     assert!(matches!(error, CallError::Trap { .. }), "{error}");
+    let message = error.to_string();
     assert!(
-        error
-            .to_string()
-            .starts_with("plugin hostile@0.1.0 trapped"),
-        "{error}"
+        message.starts_with("plugin attacker@0.1.0 trapped: unreachable"),
+        "{message}"
     );
+    assert!(
+        message.contains("hostile plugin panics on purpose"),
+        "the panic message is lost: {message}"
+    );
+    assert!(message.len() < 1200, "{message}");
     still_serves(&host).await;
+}
+
+/// Both stacks: wasm's own call stack (deep recursion) and the guest's stack in linear memory
+/// (big frames), whose overflow wasmtime sees as an access below address 0.
+#[tokio::test]
+async fn a_stack_overflow_is_reported_as_one() {
+    for attack_name in ["stackoverflow", "bigstack"] {
+        let (host, _folder) = arena(&format!(
+            "[plugin.attacker.config]\nattack = \"{attack_name}\""
+        ))
+        .await;
+        let error = attack(&host).await.unwrap_err();
+        assert!(matches!(error, CallError::Trap { .. }), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("plugin attacker@0.1.0 trapped: stack overflow"),
+            "{attack_name}: {message}"
+        );
+        assert!(message.len() < 1200, "{message}");
+        still_serves(&host).await;
+    }
 }
 
 /// A fresh pooled instance per call starts from the module's initial memory: nothing a previous
@@ -213,6 +255,135 @@ async fn key_value_writes_are_bounded_per_call() {
         );
     }
     still_serves(&host).await;
+}
+
+/// Loads only the hostile fixture as `attacker`; returns its key-value store too.
+async fn attacker_with_store(
+    attacker_toml: &str,
+) -> (
+    PluginHost,
+    crate::support::Folder,
+    std::sync::Arc<nightcrier_plugin_host::MemoryKvStore>,
+) {
+    let (host, refused, folder, kv) = load(
+        &[("fixtures/hostile.wasm", "attacker.wasm")],
+        &hostile_as("attacker", attacker_toml),
+    )
+    .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    (host, folder, kv)
+}
+
+/// A call's key-value writes are applied only when it succeeds: a timeout, a trap or a returned
+/// error after writing 1 MiB leaves nothing, a success keeps all of it.
+#[tokio::test]
+async fn a_failed_call_leaves_the_key_value_store_as_it_was() {
+    for (attack_name, failed) in [
+        ("kvwrite-loop", "exceeded its deadline"),
+        ("kvwrite-trap", "trapped: unreachable"),
+        ("kvwrite-fail", "failing on purpose after writing: Ok(())"),
+    ] {
+        let (host, _folder, kv) = attacker_with_store(&format!(
+            "deadline_ms = 300\n[plugin.attacker.config]\nattack = \"{attack_name}\""
+        ))
+        .await;
+        let error = attack(&host).await.unwrap_err();
+        assert!(error.to_string().contains(failed), "{attack_name}: {error}");
+        assert!(kv.is_empty("attacker"), "{attack_name} left writes behind");
+    }
+    let (host, _folder, kv) =
+        attacker_with_store("deadline_ms = 2000\n[plugin.attacker.config]\nattack = \"kvwrite\"")
+            .await;
+    attack(&host).await.unwrap();
+    assert_eq!(kv.len("attacker"), 16);
+}
+
+#[tokio::test]
+async fn a_call_reads_its_own_writes_before_they_are_applied() {
+    let (host, _folder, kv) =
+        attacker_with_store("[plugin.attacker.config]\nattack = \"kvreadback\"").await;
+    let fields = |outcome: nightcrier_plugin_host::types::Outcome| -> Vec<String> {
+        outcome
+            .fields
+            .into_iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect()
+    };
+    assert_eq!(
+        fields(attack(&host).await.unwrap()),
+        ["before=none", "written=yes", "deleted=none"]
+    );
+    assert_eq!(
+        kv.len("attacker"),
+        1,
+        "`seen` stays, `gone` was deleted in the call"
+    );
+    assert_eq!(
+        fields(attack(&host).await.unwrap()),
+        ["before=yes", "written=yes", "deleted=none"]
+    );
+}
+
+/// Runs one `kvflood` call of the hostile fixture (as `attacker`, with `settings`, writing keys
+/// `<prefix>flood-<n>` with values of `value_bytes`) on `kv`; returns its `stored` and `refusal`.
+async fn flood(
+    kv: &std::sync::Arc<nightcrier_plugin_host::MemoryKvStore>,
+    settings: &str,
+    prefix: &str,
+    value_bytes: usize,
+) -> (String, String) {
+    let folder = crate::support::folder(
+        &[("fixtures/hostile.wasm", "attacker.wasm")],
+        &hostile_as(
+            "attacker",
+            &format!(
+                "deadline_ms = 5000\n{settings}\n[plugin.attacker.config]\nattack = \"kvflood\"\nprefix = \"{prefix}\"\ntarget = \"{value_bytes}\""
+            ),
+        ),
+    );
+    let (host, refused) = PluginHost::load(folder.config.clone(), kv.clone())
+        .await
+        .unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    let mut fields: std::collections::BTreeMap<String, String> =
+        attack(&host).await.unwrap().fields.into_iter().collect();
+    (
+        fields.remove("stored").unwrap(),
+        fields.remove("refusal").unwrap(),
+    )
+}
+
+/// Per-call budgets bound the rate; the quota bounds the total, across calls, with the WIT
+/// `invalid` error; overwriting keys that exist does not grow it.
+#[tokio::test]
+async fn the_key_value_quota_holds_across_calls() {
+    let kv = std::sync::Arc::new(nightcrier_plugin_host::MemoryKvStore::new());
+    let keys = "kv_max_keys = 300";
+    let (stored, refusal) = flood(&kv, keys, "a-", 1).await;
+    assert_eq!(stored, "256", "the per-call budget: {refusal}");
+    assert!(refusal.contains("per call"), "{refusal}");
+    let (stored, refusal) = flood(&kv, keys, "b-", 1).await;
+    assert_eq!(stored, "44", "{refusal}");
+    assert!(
+        refusal.contains("Invalid(") && refusal.contains("quota of 300 keys"),
+        "{refusal}"
+    );
+    assert_eq!(kv.len("attacker"), 300);
+    let (stored, _) = flood(&kv, keys, "a-", 1).await;
+    assert_eq!(stored, "256", "overwrites fit under a full quota");
+    assert_eq!(kv.len("attacker"), 300);
+
+    let kv = std::sync::Arc::new(nightcrier_plugin_host::MemoryKvStore::new());
+    let bytes = "kv_max_mib = 1";
+    let (stored, refusal) = flood(&kv, bytes, "a-", 30_000).await;
+    assert_eq!(stored, "34", "the per-call budget: {refusal}");
+    let (stored, refusal) = flood(&kv, bytes, "b-", 30_000).await;
+    assert_eq!(stored, "0", "{refusal}");
+    assert!(
+        refusal.contains("Invalid(") && refusal.contains("quota of 1048576 value bytes"),
+        "{refusal}"
+    );
+    assert_eq!(kv.len("attacker"), 34);
 }
 
 #[tokio::test]
@@ -323,11 +494,14 @@ async fn failure_policy_decides_whether_the_chain_continues() {
         ("fixtures/hostile.wasm", "attacker.wasm"),
         ("plugins/redact-secrets.wasm", "redact-secrets.wasm"),
     ];
-    let attacker = "[plugin.attacker]\norder = -1\n[plugin.attacker.config]\nattack = \"trap\"\n";
+    let attacker = hostile_as(
+        "attacker",
+        "order = -1\n[plugin.attacker.config]\nattack = \"trap\"",
+    );
     let incident = incident(Some("shop"), Severity::Critical);
     let result = agent_result("token: abc123");
 
-    let (host, refused, _folder, _kv) = load(&files, attacker).await;
+    let (host, refused, _folder, _kv) = load(&files, &attacker).await;
     assert!(refused.is_empty(), "{refused:?}");
     let verdict = host.run_post_triage(&incident, &result).await.unwrap();
     assert_eq!(verdict.failures.len(), 1);

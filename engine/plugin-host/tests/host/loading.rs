@@ -155,3 +155,99 @@ async fn the_second_load_uses_the_precompiled_cache() {
     assert_eq!(second.plugins().len(), 1);
     assert!(std::fs::metadata(&artefacts[0]).unwrap().len() > 1000);
 }
+
+/// A plugin's file name is its identity: a component claiming another plugin's name is refused
+/// (naming the file and the claim), and the plugin it imitates is unaffected.
+#[tokio::test]
+async fn a_plugin_claiming_another_plugins_name_is_refused() {
+    let forged = "kubernetes-mcp\n2026-01-01T00:00:00Z ERROR forged\u{1b}[2J";
+    let (host, refused, _folder, _kv) = load(
+        &[
+            ("plugins/kubernetes-mcp.wasm", "kubernetes-mcp.wasm"),
+            ("fixtures/hostile.wasm", "impostor.wasm"),
+            ("fixtures/hostile.wasm", "forger.wasm"),
+        ],
+        &format!(
+            "[plugin.impostor.config]\nname = \"kubernetes-mcp\"\n[plugin.forger.config]\nname = {}\n",
+            toml::Value::String(forged.to_owned())
+        ),
+    )
+    .await;
+    let ids: Vec<String> = host.plugins().into_iter().map(|p| p.id).collect();
+    assert_eq!(ids, ["kubernetes-mcp"]);
+    assert_eq!(
+        host.plugin("kubernetes-mcp").unwrap().label(),
+        "kubernetes-mcp@0.1.0"
+    );
+    let messages: Vec<String> = refused.iter().map(ToString::to_string).collect();
+    assert_eq!(refused.len(), 2, "{messages:#?}");
+    let impostor = refused
+        .iter()
+        .find(|error| error.to_string().contains("impostor.wasm"))
+        .unwrap();
+    assert!(
+        matches!(impostor, LoadError::NameMismatch { claimed, id, .. } if claimed == "kubernetes-mcp" && id == "impostor"),
+        "{impostor}"
+    );
+    assert!(
+        impostor.to_string().contains(
+            "claims to be plugin `kubernetes-mcp`, but its file name makes it `impostor`"
+        ),
+        "{impostor}"
+    );
+    let forger = refused
+        .iter()
+        .find(|error| error.to_string().contains("forger.wasm"))
+        .unwrap();
+    assert!(
+        matches!(forger, LoadError::NameMismatch { claimed, .. } if claimed == forged),
+        "the claim is kept as received: {forger:?}"
+    );
+    let message = forger.to_string();
+    assert!(
+        !message.contains('\n') && !message.contains('\u{1b}') && message.contains("\\n2026"),
+        "{message:?}"
+    );
+}
+
+/// Names that differ only in case or `-`/`_` are one plugin: two such files are both refused,
+/// each message naming both files; alone, either loads (cargo writes `kubernetes_mcp.wasm`).
+#[tokio::test]
+async fn two_files_of_one_plugin_are_both_refused() {
+    let (host, refused, _folder, _kv) = load(
+        &[
+            ("plugins/kubernetes-mcp.wasm", "kubernetes-mcp.wasm"),
+            ("plugins/kubernetes-mcp.wasm", "kubernetes_mcp.wasm"),
+            ("plugins/dedup.wasm", "dedup.wasm"),
+        ],
+        "",
+    )
+    .await;
+    let ids: Vec<String> = host.plugins().into_iter().map(|p| p.id).collect();
+    assert_eq!(ids, ["dedup"]);
+    let messages: Vec<String> = refused.iter().map(ToString::to_string).collect();
+    assert_eq!(refused.len(), 2, "{messages:#?}");
+    for message in &messages {
+        assert!(
+            message.contains("kubernetes-mcp.wasm")
+                && message.contains("kubernetes_mcp.wasm")
+                && message.contains("same plugin `kubernetes-mcp`"),
+            "{message}"
+        );
+    }
+    assert!(
+        refused
+            .iter()
+            .all(|error| matches!(error, LoadError::DuplicateId { .. }))
+    );
+
+    let (host, refused, _folder, _kv) = load(
+        &[("plugins/kubernetes-mcp.wasm", "kubernetes_mcp.wasm")],
+        "",
+    )
+    .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let summary = host.plugin("kubernetes_mcp").unwrap();
+    assert_eq!(summary.name, "kubernetes-mcp");
+    assert_eq!(summary.label(), "kubernetes_mcp@0.1.0");
+}
