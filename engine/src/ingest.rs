@@ -415,8 +415,9 @@ impl Writer {
     }
 
     /// Decodes and commits `items` in one transaction and answers each. If the database cannot
-    /// be reached the items come back; if it can but refuses the batch, each message is
-    /// committed alone so that one bad message cannot hold the others back.
+    /// be reached (a transient error) the items come back; if it refuses the batch for its
+    /// data, each message is committed alone so that one bad message cannot hold the others
+    /// back, and the one it refuses is kept as a dead letter.
     async fn commit(&mut self, items: Vec<Item>) -> Result<(), Unreachable> {
         // A caller that stopped waiting (a webhook answered 503 on its timeout) must not have
         // its message stored behind its back: the sender will send it again.
@@ -444,7 +445,12 @@ impl Writer {
                 self.committed(items, parts, &batch, created);
                 Ok(())
             }
-            Err(error) if items.len() > 1 && self.store_reachable().await => {
+            // The database is away (or restarting): keep everything and try again later.
+            Err(error) if error.is_transient() => Err(Unreachable {
+                items,
+                error: error.to_string(),
+            }),
+            Err(error) if items.len() > 1 => {
                 tracing::warn!(error = %error, messages = items.len(), "the database refused a batch; committing its messages one by one");
                 for item in items {
                     // A single message either commits, or is dead-lettered with the reason.
@@ -452,15 +458,10 @@ impl Writer {
                 }
                 Ok(())
             }
-            Err(error) if self.store_reachable().await => {
+            Err(error) => {
                 let error = error.to_string();
-                self.unstorable(items, &error).await;
-                Ok(())
+                self.unstorable(items, &error).await
             }
-            Err(error) => Err(Unreachable {
-                items,
-                error: error.to_string(),
-            }),
         }
     }
 
@@ -517,35 +518,52 @@ impl Writer {
     }
 
     /// The database is up but will not store this message: keep it as a dead letter instead.
-    async fn unstorable(&mut self, items: Vec<Item>, error: &str) {
-        for item in items {
-            let received = &item.received;
-            let reason = format!("could not be stored: {error}");
-            let letter = IngestBatch {
-                rejected: vec![crate::queue::NewRejected {
-                    id: decode::dead_letter_id(received.id),
-                    source: received.message.source.to_string(),
-                    cluster: received.message.cluster.as_deref().map(str::to_owned),
-                    raw_payload: received.message.body.to_vec(),
+    async fn unstorable(&mut self, items: Vec<Item>, error: &str) -> Result<(), Unreachable> {
+        let reason = format!("could not be stored: {error}");
+        let letter = IngestBatch {
+            rejected: items
+                .iter()
+                .map(|item| crate::queue::NewRejected {
+                    id: decode::dead_letter_id(item.received.id),
+                    source: item.received.message.source.to_string(),
+                    cluster: item.received.message.cluster.as_deref().map(str::to_owned),
+                    raw_payload: item.received.message.body.to_vec(),
                     reason: reason.clone(),
-                    received_at: received.message.received_at,
-                }],
-                ..IngestBatch::default()
-            };
-            let result = self.queue.commit_batch(&letter).await;
-            if let Err(second) = &result {
-                self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(source = %received.message.source, error = %error, dead_letter_error = %second, "message dropped: it can be neither stored nor kept as a dead letter");
-            } else {
-                self.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    received_at: item.received.message.received_at,
+                })
+                .collect(),
+            ..IngestBatch::default()
+        };
+        match self.queue.commit_batch(&letter).await {
+            Ok(_) => {
+                self.shared
+                    .stats
+                    .rejected
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
             }
+            Err(second) if second.is_transient() => {
+                return Err(Unreachable {
+                    items,
+                    error: second.to_string(),
+                });
+            }
+            Err(second) => {
+                self.shared
+                    .stats
+                    .dropped
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
+                tracing::error!(error = %error, dead_letter_error = %second, dropped = items.len(), "message dropped: it can be neither stored nor kept as a dead letter");
+            }
+        }
+        for item in items {
             if let Some(reply) = item.reply {
                 let _ = reply.send(Ok(MessageOutcome {
                     incidents: Vec::new(),
-                    rejected: vec![reason],
+                    rejected: vec![reason.clone()],
                 }));
             }
         }
+        Ok(())
     }
 
     async fn store_reachable(&self) -> bool {

@@ -477,6 +477,17 @@ pub enum QueueError {
     Store(#[from] StoreError),
 }
 
+impl QueueError {
+    /// Whether the operation failed for want of the database, not because of what it wrote.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            QueueError::Store(StoreError::Db(error)) => crate::store::is_transient(error),
+            QueueError::Store(StoreError::Connect { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
 impl From<sea_orm::DbErr> for QueueError {
     fn from(error: sea_orm::DbErr) -> Self {
         QueueError::Store(StoreError::Db(error))

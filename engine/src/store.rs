@@ -83,6 +83,46 @@ pub enum StoreError {
     Db(#[from] sea_orm::DbErr),
 }
 
+/// Whether `error` is about reaching the database (connection lost or refused, pool timed out,
+/// server shutting down or restarting, disk full, locked) rather than about what was written:
+/// such a write is worth trying again unchanged. Data errors (a constraint, a bad value) are not.
+pub fn is_transient(error: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
+            sqlx_transient(error)
+        }
+        _ => false,
+    }
+}
+
+fn sqlx_transient(error: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error;
+    match error {
+        Error::Io(_)
+        | Error::Tls(_)
+        | Error::Protocol(_)
+        | Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::WorkerCrashed
+        | Error::BeginFailed => true,
+        Error::Database(database) => {
+            let code = database.code().unwrap_or_default();
+            if let Ok(sqlite) = code.parse::<i32>() {
+                // SQLITE_BUSY, LOCKED, IOERR, FULL, CANTOPEN, PROTOCOL (extended codes keep the
+                // primary code in their low byte)
+                return matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14 | 15);
+            }
+            // Postgres classes: 08 connection, 53 insufficient resources (disk full), 57
+            // operator intervention (shutdown), 58 system error; serialisation and deadlock.
+            matches!(code.get(..2), Some("08" | "53" | "57" | "58"))
+                || matches!(code.as_ref(), "40001" | "40P01" | "55P03")
+        }
+        _ => false,
+    }
+}
+
 /// How to open the database.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -552,6 +592,26 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn connection_trouble_is_transient_and_data_trouble_is_not() {
+        use std::sync::Arc;
+
+        use sea_orm::{DbErr, RuntimeErr};
+
+        let io = DbErr::Exec(RuntimeErr::SqlxError(Arc::new(sea_orm::sqlx::Error::Io(
+            std::io::Error::other("connection reset"),
+        ))));
+        assert!(is_transient(&io));
+        let timeout = DbErr::Query(RuntimeErr::SqlxError(Arc::new(
+            sea_orm::sqlx::Error::PoolTimedOut,
+        )));
+        assert!(is_transient(&timeout));
+        assert!(!is_transient(&DbErr::Custom("bad value".into())));
+        assert!(!is_transient(&DbErr::Exec(RuntimeErr::SqlxError(
+            Arc::new(sea_orm::sqlx::Error::RowNotFound)
+        ))));
+    }
+
     use super::*;
 
     #[test]

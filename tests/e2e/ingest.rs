@@ -156,8 +156,10 @@ async fn a_big_json_lines_file_is_streamed_in_bounded_memory() {
         scalar(&db.url, "SELECT COUNT(*) FROM fault_events").await,
         200_000
     );
-    // the file alone is 100 MB; reading it whole peaked at 300 MB for a quarter of it
-    assert!(peak < 150 << 20, "peak RSS {} MiB", peak >> 20);
+    // Reading the file whole peaked at 300 MB for a quarter of it. Streamed, the peak does not
+    // follow the input: about 130 MiB for 20,000 lines and 160 MiB for 100,000 or 200,000 (a
+    // debug build: 35 MiB of it is the binary, the rest the buffers between reader and writer).
+    assert!(peak < 200 << 20, "peak RSS {} MiB", peak >> 20);
 }
 
 /// 100,000 garbage lines: all dead-lettered, reported in a few lines, not one per message.

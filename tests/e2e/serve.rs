@@ -507,7 +507,7 @@ async fn a_reattached_run_that_loses_its_lease_is_stopped() {
         let text = std::fs::read_to_string(&config)
             .unwrap()
             .replace("concurrency = 2", "concurrency = 1")
-            .replace("lease_secs = 30", "lease_secs = 3");
+            .replace("lease_secs = 30", "lease_secs = 6");
         std::fs::write(&config, text).unwrap();
         assert!(cli(&config, &["migrate"]).status.success());
         let gated = event_with(dir.path(), "gated");

@@ -85,7 +85,7 @@ pub async fn run<P: PreTriage>(
             };
             match result {
                 Ok(()) => {
-                    tracing::info!(incident_id = %incident.id, cluster = %incident.cluster, decision = ?decision, "pre-triage decided")
+                    tracing::debug!(incident_id = %incident.id, cluster = %incident.cluster, decision = ?decision, "pre-triage decided")
                 }
                 Err(error) => {
                     tracing::error!(incident_id = %incident.id, error = %error, "recording the pre-triage decision failed")
