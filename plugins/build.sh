@@ -7,7 +7,8 @@
 # Outputs (stable paths, relative to this folder):
 #   target/plugins/<name>.wasm   example plugins, ready for `nightcrier serve --plugins plugins/target/plugins`
 #                                (kubernetes-mcp, alertmanager, alertmanager-poll, noise-filter, dedup, redact-secrets, slack, team-router)
-#   target/fixtures/<name>.wasm  hostile fixtures for tests (hostile, hostile-wrong-world, hostile-wit-major)
+#   target/fixtures/<name>.wasm  hostile fixtures for tests (hostile, hostile-source, hostile-wrong-world,
+#                                hostile-wit-major)
 #
 # Safe to run concurrently: a lock file serialises builders; unchanged inputs rebuild in seconds.
 set -euo pipefail
@@ -16,7 +17,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TARGET="$HERE/target"
 COMPONENTIZE_PY_VERSION="0.25.1"
 RUST_PLUGINS=(kubernetes-mcp alertmanager alertmanager-poll noise-filter dedup redact-secrets slack)
-FIXTURES=(hostile hostile-wrong-world hostile-wit-major)
+FIXTURES=(hostile hostile-source hostile-wrong-world hostile-wit-major)
 PYTHON_PLUGINS=(team-router)
 
 mkdir -p "$TARGET/plugins" "$TARGET/fixtures"

@@ -336,3 +336,82 @@ async fn decoded_events_are_validated_and_bad_ones_dead_lettered() {
         assert!(reasons.contains("faultId"), "{reasons}");
     }
 }
+
+/// A source plugin that traps, runs past its deadline, eats memory or returns too much during
+/// `decode`: the message is dead-lettered with the cause and the failure is a `plugin_runs` row
+/// of the source stage.
+#[tokio::test]
+async fn source_plugin_failures_are_dead_lettered_and_recorded_as_plugin_runs() {
+    for db in backends().await {
+        migrate(&db.url);
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("one.json");
+        std::fs::write(&input, "{}").unwrap();
+        let fixtures = built_plugins().parent().unwrap().join("fixtures");
+        for (attack, outcome, cause) in [
+            ("trap", "trap", "hostile source panics on purpose"),
+            ("loop", "timeout", "deadline"),
+            ("memory", "memory_limit", "memory"),
+            ("oversized", "output_too_large", "over the cap"),
+        ] {
+            let config = dir.path().join(format!("{attack}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "[plugins]\ndir = \"{}\"\n[plugins.plugin.hostile-source]\ndeadline_ms = 300\nmemory_mib = 32\nmax_output_kib = 256\n[plugins.plugin.hostile-source.config]\nattack = \"{attack}\"\n",
+                    fixtures.display()
+                ),
+            )
+            .unwrap();
+            let out = Command::new(bin())
+                .arg("-c")
+                .arg(&config)
+                .args(["--database-url", &db.url, "ingest", "--source", "hostile-source"])
+                .arg(&input)
+                .env_remove("NIGHTCRIER_DATABASE_URL")
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(3), "{attack}: {}", stderr(&out));
+            let reason = strings(
+                &db.url,
+                "SELECT reason FROM rejected_events ORDER BY received_at DESC LIMIT 1",
+            )
+            .await
+            .remove(0);
+            assert!(reason.contains(cause), "{attack}: {reason}");
+            let runs = strings(
+                &db.url,
+                &format!(
+                    "SELECT plugin FROM plugin_runs WHERE stage = 'source' AND outcome = '{outcome}' AND incident_id IS NULL"
+                ),
+            )
+            .await;
+            assert_eq!(runs, ["hostile-source"], "{}: {attack}", db.backend);
+        }
+        // a decode that works records no run
+        let config = dir.path().join("bad.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[plugins]\ndir = \"{}\"\n[plugins.plugin.hostile-source.config]\nattack = \"bad-events\"\n",
+                fixtures.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(bin())
+            .arg("-c")
+            .arg(&config)
+            .args(["--database-url", &db.url, "ingest", "--source", "hostile-source"])
+            .arg(&input)
+            .env_remove("NIGHTCRIER_DATABASE_URL")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(stdout(&out).contains("ingested 1 event(s), rejected 3"), "{}", stdout(&out));
+        assert_eq!(scalar(&db.url, "SELECT COUNT(*) FROM plugin_runs").await, 4);
+        assert_eq!(
+            strings(&db.url, "SELECT cluster FROM fault_events").await,
+            ["prod"]
+        );
+    }
+}
