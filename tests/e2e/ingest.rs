@@ -366,7 +366,13 @@ async fn source_plugin_failures_are_dead_lettered_and_recorded_as_plugin_runs() 
             let out = Command::new(bin())
                 .arg("-c")
                 .arg(&config)
-                .args(["--database-url", &db.url, "ingest", "--source", "hostile-source"])
+                .args([
+                    "--database-url",
+                    &db.url,
+                    "ingest",
+                    "--source",
+                    "hostile-source",
+                ])
                 .arg(&input)
                 .env_remove("NIGHTCRIER_DATABASE_URL")
                 .output()
@@ -401,13 +407,23 @@ async fn source_plugin_failures_are_dead_lettered_and_recorded_as_plugin_runs() 
         let out = Command::new(bin())
             .arg("-c")
             .arg(&config)
-            .args(["--database-url", &db.url, "ingest", "--source", "hostile-source"])
+            .args([
+                "--database-url",
+                &db.url,
+                "ingest",
+                "--source",
+                "hostile-source",
+            ])
             .arg(&input)
             .env_remove("NIGHTCRIER_DATABASE_URL")
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-        assert!(stdout(&out).contains("ingested 1 event(s), rejected 3"), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains("ingested 1 event(s), rejected 3"),
+            "{}",
+            stdout(&out)
+        );
         assert_eq!(scalar(&db.url, "SELECT COUNT(*) FROM plugin_runs").await, 4);
         assert_eq!(
             strings(&db.url, "SELECT cluster FROM fault_events").await,

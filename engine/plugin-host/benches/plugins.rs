@@ -7,88 +7,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use nightcrier_plugin_host::types::{Envelope, FaultEvent, FeedKind, ResourceRef, Severity};
+use nightcrier_plugin_host::types::{Envelope, FeedKind, Severity};
 use nightcrier_plugin_host::{MemoryKvStore, PluginHost};
-use serde::Deserialize;
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../tests/host/support.rs"]
 mod support;
 
-/// The native equivalent of the kubernetes-mcp plugin's decode, for the ratio.
+/// The kubernetes-mcp plugin's decode compiled natively (the same crate the wasm plugin is built
+/// from), for the ratio.
 mod native {
     use super::*;
 
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Notification {
-        #[serde(default)]
-        subscription_id: String,
-        #[serde(default)]
-        cluster: String,
-        #[serde(default)]
-        fault_id: String,
-        #[serde(default)]
-        fault_type: String,
-        #[serde(default)]
-        severity: String,
-        resource: Option<Resource>,
-        #[serde(default)]
-        context: String,
-        #[serde(default)]
-        timestamp: String,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Resource {
-        #[serde(default)]
-        api_version: String,
-        #[serde(default)]
-        kind: String,
-        #[serde(default)]
-        name: String,
-        namespace: Option<String>,
-        uid: Option<String>,
-    }
-
-    pub(crate) fn decode(envelope: &Envelope) -> Result<Vec<FaultEvent>, String> {
-        // Same shape as the plugin: peek for a diagnostic string, then parse once.
-        if envelope
-            .body
-            .iter()
-            .find(|byte| !byte.is_ascii_whitespace())
-            == Some(&b'"')
-        {
-            return Err("diagnostic".to_owned());
-        }
-        let notification: Notification =
-            serde_json::from_slice(&envelope.body).map_err(|error| error.to_string())?;
-        let resource = notification.resource.ok_or("no resource")?;
-        let severity = match notification.severity.as_str() {
-            "info" => Severity::Info,
-            "critical" => Severity::Critical,
-            _ => Severity::Warning,
-        };
-        Ok(vec![FaultEvent {
-            fault_id: notification.fault_id,
-            cluster: envelope.cluster.clone().unwrap_or(notification.cluster),
-            resource: ResourceRef {
-                api_version: resource.api_version,
-                kind: resource.kind,
-                name: resource.name,
-                namespace: resource.namespace.filter(|text| !text.is_empty()),
-                uid: resource.uid.filter(|text| !text.is_empty()),
-            },
-            fault_type: notification.fault_type,
-            severity,
-            context: notification.context,
-            timestamp: notification.timestamp,
-            labels: vec![(
-                "mcp.subscription-id".to_owned(),
-                notification.subscription_id,
-            )],
-        }])
+    pub(crate) fn decode(envelope: &Envelope) -> Result<usize, String> {
+        kubernetes_mcp::decode_notification(&envelope.body, envelope.cluster.as_deref())
+            .map(|event| event.fault_id.len())
+            .map_err(|error| format!("{error:?}"))
     }
 }
 
