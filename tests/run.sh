@@ -18,6 +18,9 @@ if [ -f plugins/build.sh ]; then
     bash plugins/build.sh
 fi
 
+# the fake kubernetes-mcp-server the intake tests talk to (official Python MCP SDK, from PyPI)
+fake_kms_python=$(bash tests/fake-kms/setup.sh)
+
 cargo fmt --all -- --check
 cargo fmt --manifest-path plugins/Cargo.toml --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
@@ -28,6 +31,13 @@ log=$(mktemp)
 status=0
 (cd plugins && env -u CARGO_TARGET_DIR cargo test --target x86_64-unknown-linux-gnu --tests) 2>&1 | tee -a "$log" || status=1
 cargo test --workspace --no-fail-fast --tests 2>&1 | tee -a "$log" || status=1
+# the fake server checked against the protocol it imitates
+if ! "$fake_kms_python" tests/fake-kms/selftest.py >"$log.kms" 2>&1; then
+    cat "$log.kms"
+    echo "tests: the fake kubernetes-mcp-server's self-test failed"
+    status=1
+fi
+rm -f "$log.kms"
 # one closing line for the whole run
 totals=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } } END { printf "%d passed, %d failed", p, f }' "$log")
 rm -f "$log"

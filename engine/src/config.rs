@@ -644,6 +644,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_mcp_table_may_be_dotted_or_a_table() {
+        let dotted =
+            parse("[[clusters]]\nname = \"a\"\nmcp.url = \"http://kms-a:8080/mcp\"\n").unwrap();
+        let table = parse(
+            "[[clusters]]\nname = \"b\"\n[clusters.mcp]\nurl = \"http://kms-b:8080/mcp\"\nprobe_interval = \"10s\"\n",
+        )
+        .unwrap();
+        let dotted = validate(dotted, None).unwrap();
+        let table = validate(table, None).unwrap();
+        assert_eq!(
+            dotted.clusters["a"].mcp.as_ref().unwrap().url.as_str(),
+            "http://kms-a:8080/mcp"
+        );
+        let b = table.clusters["b"].mcp.as_ref().unwrap();
+        assert_eq!(b.timing.probe_interval, Duration::from_secs(10));
+        assert!(error_of("[[clusters]]\nname = \"c\"\nmcp.ur = \"x\"").contains("ur"));
+        assert!(
+            error_of("[[clusters]]\nname = \"../x\"").contains("clusters[0].name"),
+            "cluster names are checked"
+        );
+        assert!(error_of("[http]\nlisten = \"nowhere\"").contains("http.listen"));
+    }
+
+    #[test]
     fn mistakes_name_their_key() {
         assert!(error_of("[workers]\nconcurency = 2").contains("concurency"));
         assert!(error_of("[agent]\ndefault_profile = \"nope\"").contains("agent.default_profile"));

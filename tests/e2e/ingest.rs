@@ -431,3 +431,25 @@ async fn source_plugin_failures_are_dead_lettered_and_recorded_as_plugin_runs() 
         );
     }
 }
+
+/// `ingest`'s rejection lines show file names and reasons escaped: a name with a newline and an
+/// escape sequence cannot forge a line or drive the terminal.
+#[tokio::test]
+async fn rejection_lines_escape_what_they_quote() {
+    let db = backends().await.into_iter().next().unwrap();
+    migrate(&db.url);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir
+        .path()
+        .join("evil\n2026-01-01T00:00:00Z ERROR forged\u{1b}[2J.json");
+    std::fs::write(&path, "not json\n").unwrap();
+    let out = ingest(&db.url, &built_plugins(), &[path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = stderr(&out);
+    assert!(!report.contains('\u{1b}'), "{report:?}");
+    assert!(
+        !report.lines().any(|line| line.starts_with("2026-01-01")),
+        "{report:?}"
+    );
+    assert!(report.contains("evil\\n2026"), "{report:?}");
+}

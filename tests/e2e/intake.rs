@@ -300,6 +300,51 @@ async fn a_silently_cancelled_subscription_is_noticed_within_a_probe_interval() 
     serve.stop();
 }
 
+/// A `kubernetes/subscription_error` is recorded on the feed; a degraded subscription is replaced
+/// by a fresh session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_error_is_recorded_and_a_degraded_subscription_replaced() {
+    let db = backends().await.into_iter().next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kms = FakeKms::start(&[(free_port(), "kind-dev")]);
+    let s = setup(dir.path(), &db.url, &[("kind-dev".into(), kms.url(0))], "");
+    let mut serve = Serve::start(&s.config);
+    serve
+        .wait_for("the subscription", Duration::from_secs(60), || {
+            all_active(&s.listen, 1)
+        })
+        .await;
+    let before = kms.state(0).await["subscribeCalls"].as_u64().unwrap();
+    kms.post(0, "subscription-error", serde_json::json!({}))
+        .await;
+    serve
+        .wait_for(
+            "the error recorded and a new subscription",
+            Duration::from_secs(20),
+            || async {
+                let feed = mcp_feeds(&s.listen)
+                    .await
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                let state = kms.state(0).await;
+                feed["subscription_errors"].as_u64().unwrap_or(0) >= 1
+                    && feed["phase"] == "active"
+                    && state["subscribeCalls"].as_u64().unwrap_or(0) > before
+            },
+        )
+        .await;
+    let feed = &mcp_feeds(&s.listen).await[0];
+    assert!(
+        feed["last_subscription_error"]
+            .as_str()
+            .unwrap()
+            .contains("degraded"),
+        "{feed}"
+    );
+    serve.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_notifications_go_to_the_dead_letter_table_and_the_log_stays_short() {
     let db = backends().await.into_iter().next().unwrap();

@@ -81,7 +81,8 @@ impl FakeKms {
         format!("http://127.0.0.1:{}/mcp", self.listeners[index].0)
     }
 
-    async fn post(&self, index: usize, path: &str, body: Value) -> Value {
+    /// `POST /test/PATH` on listener `index`.
+    pub(crate) async fn post(&self, index: usize, path: &str, body: Value) -> Value {
         let url = format!("http://127.0.0.1:{}/test/{path}", self.listeners[index].0);
         self.http
             .post(&url)
