@@ -549,6 +549,7 @@ async fn incidents(queue: &Queue, action: IncidentsAction) -> anyhow::Result<Exi
                     status,
                     cluster,
                     limit,
+                    ..ListFilter::default()
                 })
                 .await?;
             if json {

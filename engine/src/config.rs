@@ -185,6 +185,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The HTTP listener's address.
     pub listen: std::net::SocketAddr,
+    /// The API's tokens.
+    pub api_tokens: crate::http::ApiTokens,
     /// Batching and spooling of the ingest path.
     pub ingest: crate::ingest::IngestConfig,
     /// Feeds: MCP timings, webhook and poll sources.
@@ -435,6 +437,7 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         workspace_retention,
         data_dir,
         listen: intake.listen,
+        api_tokens: intake.tokens,
         ingest: intake.ingest,
         intake: intake.settings,
         configured_profiles: raw.agent.profiles.keys().cloned().collect(),

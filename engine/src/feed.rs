@@ -235,6 +235,23 @@ fn mcp_source(
     }
 }
 
+/// The webhook source plugins that have no token configured.
+pub fn webhooks_without_token(settings: &IntakeSettings, host: Option<&PluginHost>) -> Vec<String> {
+    let Some(host) = host else {
+        return Vec::new();
+    };
+    host.chain(World::Source)
+        .into_iter()
+        .filter(|id| matches!(host.plugin(id).and_then(|p| p.feed), Some(Feed::Webhook(_))))
+        .filter(|id| {
+            settings
+                .webhooks
+                .get(id)
+                .is_none_or(|webhook| webhook.token.is_none())
+        })
+        .collect()
+}
+
 /// Builds every feed and spawns the stream feeds (MCP, poll) into `tasks`; they run until
 /// `shutdown`. Webhook routes are returned for the HTTP listener.
 pub fn start(

@@ -1,123 +1,104 @@
-//! `serve`'s HTTP listener: one axum router that other modules add routes to — health, the
-//! feeds' state (`nightcrier clusters` reads it), Prometheus metrics, and the webhook routes of
-//! the intake crate.
+//! `serve`'s HTTP listener: one axum router that the other modules add routes to — health and
+//! readiness ([`health`]), Prometheus metrics ([`metrics`]), the JSON API under `/api/v1`
+//! ([`api`]), and the webhook routes of the intake crate — behind one access rule ([`auth`]).
+//!
+//! Bound to 127.0.0.1 by default. On any other address `serve` refuses to start without an API
+//! token, and then every route but `/healthz` and `/readyz` needs one (webhooks need their own).
+
+mod api;
+mod auth;
+mod health;
+mod metrics;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use nightcrier_agent::DockerRunner;
 use nightcrier_intake::FeedRegistry;
-use serde::Serialize;
+use nightcrier_plugin_host::PluginHost;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::ApiTokens;
+pub use metrics::{metrics_handle, refresh_loop};
+
 use crate::ingest::Ingestor;
+use crate::plugin::RefusedPlugin;
+use crate::queue::Queue;
 
 /// The address `serve` listens on unless `[http] listen` says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// What the handlers read.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HttpContext {
     /// The feeds' state.
     pub feeds: FeedRegistry,
-    /// The ingest path (its counters).
+    /// The ingest path (its counters and whether it commits).
     pub ingest: Ingestor,
+    /// The queue and the store under it.
+    pub queue: Queue,
+    /// The loaded plugins, if a folder is configured.
+    pub plugins: Option<PluginHost>,
+    /// The plugin files refused at load.
+    pub refused: Vec<RefusedPlugin>,
+    /// The agent runtime, when this instance runs agents (for readiness).
+    pub docker: Option<DockerRunner>,
+    /// Where incident workspaces (and their agent logs) live.
+    pub workspace_root: PathBuf,
+    /// Who may read and who may act.
+    pub tokens: ApiTokens,
 }
 
-/// The counters of the ingest path, as the API shows them.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct IngestView {
-    /// Whether messages are committed as they come (false while spooling).
-    pub accepting: bool,
-    /// Messages handed in.
-    pub received: u64,
-    /// Fault events committed.
-    pub events: u64,
-    /// Dead letters committed.
-    pub rejected: u64,
-    /// Messages written to the spool.
-    pub spooled: u64,
-    /// Messages replayed from it.
-    pub replayed: u64,
-    /// Messages dropped.
-    pub dropped: u64,
-    /// Bytes in the spool.
-    pub spool_bytes: u64,
-}
-
-/// `GET /api/v1/clusters`.
-#[derive(Clone, Debug, Serialize)]
-pub struct FeedsView {
-    /// Every feed.
-    pub feeds: Vec<nightcrier_intake::FeedState>,
-    /// The ingest path.
-    pub ingest: IngestView,
-}
-
-/// The router with every route of this module, plus `extra` (webhooks).
+/// The router with every route of this module, plus `extra` (webhooks, which check their own
+/// tokens).
 pub fn router(cx: HttpContext, extra: Router) -> Router {
+    let cx = Arc::new(cx);
+    let guarded = Router::new()
+        .merge(api::routes())
+        .merge(metrics::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            cx.clone(),
+            auth::require_token,
+        ));
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/clusters", get(clusters))
-        .with_state(Arc::new(cx))
+        .merge(health::routes())
+        .merge(guarded)
+        .with_state(cx)
         .merge(extra)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// Whether `listen` only accepts connections from this machine.
+pub fn is_loopback(listen: SocketAddr) -> bool {
+    listen.ip().is_loopback()
 }
 
-async fn metrics() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics_handle().render(),
-    )
-}
-
-async fn clusters(State(cx): State<Arc<HttpContext>>) -> impl IntoResponse {
-    let stats = cx.ingest.stats();
-    let view = FeedsView {
-        feeds: cx.feeds.snapshot(),
-        ingest: IngestView {
-            accepting: cx.ingest.accepting(),
-            received: stats.received.load(Ordering::Relaxed),
-            events: stats.events.load(Ordering::Relaxed),
-            rejected: stats.rejected.load(Ordering::Relaxed),
-            spooled: stats.spooled.load(Ordering::Relaxed),
-            replayed: stats.replayed.load(Ordering::Relaxed),
-            dropped: stats.dropped.load(Ordering::Relaxed),
-            spool_bytes: stats.spool_bytes.load(Ordering::Relaxed),
-        },
-    };
-    (StatusCode::OK, axum::Json(view))
-}
-
-/// The process's Prometheus recorder, installed on first use.
-pub fn metrics_handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full("nightcrier_ingest_commit_latency_seconds".into()),
-                &[
-                    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
-                ],
-            )
-            .expect("the bucket list is not empty");
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        // A second recorder in one process (tests) keeps its own handle; metrics go to the first.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
+/// Checks the access rule before anything starts: off loopback, the API needs a token and every
+/// webhook its own.
+pub fn check_exposure(
+    listen: SocketAddr,
+    tokens: &ApiTokens,
+    webhooks_without_token: &[String],
+) -> anyhow::Result<()> {
+    if is_loopback(listen) {
+        return Ok(());
+    }
+    if tokens.is_empty() {
+        anyhow::bail!(
+            "http.listen is {listen}, which is reachable from other machines: set an API token \
+             (http.read_token_env or http.read_token_file, and http.admin_token_env or \
+             http.admin_token_file), or listen on 127.0.0.1"
+        );
+    }
+    if let Some(id) = webhooks_without_token.first() {
+        anyhow::bail!(
+            "http.listen is {listen}, which is reachable from other machines: the webhook of \
+             source plugin `{id}` needs a token (intake.webhook.{id}.token_env or token_file)"
+        );
+    }
+    Ok(())
 }
 
 /// Binds `listen`; an address in use or not allowed stops start-up naming the setting.

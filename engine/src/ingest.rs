@@ -211,6 +211,7 @@ impl Ingestor {
     /// writer); only a full buffer drops it, counted and logged.
     pub fn offer(&self, message: Message) {
         self.shared.stats.received.fetch_add(1, Ordering::Relaxed);
+        count_received(&message);
         let item = Item {
             received: Received::new(message),
             reply: None,
@@ -259,6 +260,7 @@ impl Ingestor {
         message: Message,
     ) -> Result<oneshot::Receiver<Result<MessageOutcome, IngestError>>, IngestError> {
         self.shared.stats.received.fetch_add(1, Ordering::Relaxed);
+        count_received(&message);
         let (reply, receiver) = oneshot::channel();
         self.items
             .send(Item {
@@ -279,6 +281,16 @@ impl Ingestor {
     pub fn stats(&self) -> &IngestStats {
         &self.shared.stats
     }
+}
+
+fn count_received(message: &Message) {
+    metrics::counter!(
+        "nightcrier_events_received_total",
+        "source" => message.source.to_string(),
+        "cluster" => message.cluster.as_deref().unwrap_or("-").to_owned(),
+        "kind" => message.kind.as_str()
+    )
+    .increment(1);
 }
 
 const RETRY_MIN: Duration = Duration::from_millis(500);

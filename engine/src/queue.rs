@@ -311,6 +311,10 @@ pub struct Incident {
     pub failure_reason: Option<String>,
     /// The agent's exit code.
     pub exit_code: Option<i32>,
+    /// The fault type of its event (copied at ingest, for filtering).
+    pub fault_type: Option<String>,
+    /// The severity of its event (copied at ingest, for filtering).
+    pub severity: Option<String>,
 }
 
 impl TryFrom<incidents::Model> for Incident {
@@ -350,6 +354,8 @@ impl TryFrom<incidents::Model> for Incident {
             skip_reason: row.skip_reason,
             failure_reason: row.failure_reason,
             exit_code: row.exit_code,
+            fault_type: row.fault_type,
+            severity: row.severity,
         })
     }
 }
@@ -435,15 +441,62 @@ pub struct SweepReport {
     pub released_pending: u64,
 }
 
-/// Filters of [`Queue::list`].
+/// Filters of [`Queue::list`]; the list is newest first.
 #[derive(Clone, Debug, Default)]
 pub struct ListFilter {
     /// Only this status.
     pub status: Option<JobStatus>,
     /// Only this cluster.
     pub cluster: Option<String>,
-    /// At most this many (newest first).
+    /// Only this fault type.
+    pub fault_type: Option<String>,
+    /// Only this severity.
+    pub severity: Option<String>,
+    /// Only incidents created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only incidents created before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only incidents after this one in list order (the page before ended there).
+    pub after: Option<ListCursor>,
+    /// At most this many.
     pub limit: u64,
+}
+
+/// A position in the incident list: the last incident of a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListCursor {
+    /// Its creation time.
+    pub created_at: DateTime<Utc>,
+    /// Its id.
+    pub id: Uuid,
+}
+
+impl ListCursor {
+    /// The cursor after `incident`.
+    pub fn after(incident: &Incident) -> Self {
+        Self {
+            created_at: incident.created_at,
+            id: incident.id,
+        }
+    }
+
+    /// An opaque text form, for URLs.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}.{}",
+            self.created_at.timestamp_micros(),
+            self.id.simple()
+        )
+    }
+
+    /// Reads [`ListCursor::encode`]'s text.
+    pub fn decode(text: &str) -> Option<Self> {
+        let (micros, id) = text.split_once('.')?;
+        Some(Self {
+            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: Uuid::parse_str(id).ok()?,
+        })
+    }
 }
 
 /// Errors of queue operations; callers branch on the variant.
@@ -781,6 +834,27 @@ impl Queue {
         }
         if let Some(cluster) = &filter.cluster {
             query = query.filter(incidents::Column::Cluster.eq(cluster.as_str()));
+        }
+        if let Some(fault_type) = &filter.fault_type {
+            query = query.filter(incidents::Column::FaultType.eq(fault_type.as_str()));
+        }
+        if let Some(severity) = &filter.severity {
+            query = query.filter(incidents::Column::Severity.eq(severity.as_str()));
+        }
+        if let Some(since) = filter.since {
+            query = query.filter(incidents::Column::CreatedAt.gte(db_time(since)));
+        }
+        if let Some(until) = filter.until {
+            query = query.filter(incidents::Column::CreatedAt.lt(db_time(until)));
+        }
+        if let Some(cursor) = filter.after {
+            // `(created_at, id) < (…)`, spelled so both databases range-scan the list index
+            let at = db_time(cursor.created_at);
+            query = query.filter(incidents::Column::CreatedAt.lte(at)).filter(
+                sea_orm::Condition::any()
+                    .add(incidents::Column::CreatedAt.lt(at))
+                    .add(incidents::Column::Id.lt(cursor.id.to_string())),
+            );
         }
         let rows = query
             .order_by_desc(incidents::Column::CreatedAt)

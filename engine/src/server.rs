@@ -53,7 +53,13 @@ async fn serve<P: PreTriage>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let queue = Queue::new(store.clone());
-    // Bound first: an address in use stops start-up before anything runs.
+    // Checked and bound first: an exposed listener without tokens, or an address in use, stops
+    // start-up before anything runs.
+    crate::http::check_exposure(
+        settings.listen,
+        &settings.api_tokens,
+        &crate::feed::webhooks_without_token(&settings.intake, plugins.as_ref()),
+    )?;
     let listener = crate::http::bind(settings.listen).await?;
     // An instance with no worker slots only receives and pre-triages: it needs no Docker.
     let runner = if settings.workers.concurrency > 0 {
@@ -102,10 +108,22 @@ async fn serve<P: PreTriage>(
         crate::http::HttpContext {
             feeds: feeds.registry,
             ingest: ingestor.clone(),
+            queue: queue.clone(),
+            plugins: plugins.clone(),
+            refused: refused.clone(),
+            docker: runner.clone(),
+            workspace_root: settings.runner.workspace_root.clone(),
+            tokens: settings.api_tokens.clone(),
         },
         feeds.webhooks,
     );
+    let _ = crate::http::metrics_handle();
     intake_tasks.spawn(crate::http::serve(listener, router, intake_stop.clone()));
+    intake_tasks.spawn(crate::http::refresh_loop(
+        queue.clone(),
+        std::time::Duration::from_secs(15),
+        intake_stop.clone(),
+    ));
 
     let token = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -211,6 +229,7 @@ async fn recover(
             status: Some(JobStatus::Investigating),
             cluster: None,
             limit: 100_000,
+            ..ListFilter::default()
         })
         .await?;
     let ids: HashSet<String> = investigating.iter().map(|i| i.id.to_string()).collect();

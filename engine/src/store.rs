@@ -420,6 +420,49 @@ impl Store {
             .await?)
     }
 
+    /// Dead letters, newest first, after `after` (the `(received_at, id)` of the last one of the
+    /// previous page).
+    pub async fn rejected_page(
+        &self,
+        limit: u64,
+        after: Option<(DateTime<Utc>, String)>,
+    ) -> Result<Vec<entity::rejected_events::Model>, StoreError> {
+        use entity::rejected_events::Column;
+        let mut query = entity::rejected_events::Entity::find();
+        if let Some((at, id)) = after {
+            let at = crate::queue::db_time(at);
+            query = query.filter(Column::ReceivedAt.lte(at)).filter(
+                sea_orm::Condition::any()
+                    .add(Column::ReceivedAt.lt(at))
+                    .add(Column::Id.lt(id)),
+            );
+        }
+        Ok(query
+            .order_by_desc(Column::ReceivedAt)
+            .order_by_desc(Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// One dead letter.
+    pub async fn rejected_event(
+        &self,
+        id: &str,
+    ) -> Result<Option<entity::rejected_events::Model>, StoreError> {
+        Ok(entity::rejected_events::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Every circuit breaker's state, by scope (cluster).
+    pub async fn breakers(&self) -> Result<Vec<entity::circuit_breakers::Model>, StoreError> {
+        Ok(entity::circuit_breakers::Entity::find()
+            .order_by_asc(entity::circuit_breakers::Column::Scope)
+            .all(&self.db)
+            .await?)
+    }
+
     /// The fault event with this id.
     pub async fn fault_event(
         &self,

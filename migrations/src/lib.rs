@@ -17,6 +17,7 @@ mod m20261126_000006_create_rejected_events;
 mod m20261126_000007_create_plugin_kv;
 mod m20261126_000008_create_circuit_breakers;
 mod m20261127_000009_add_fault_event_labels;
+mod m20261129_000010_index_incidents_for_listing;
 
 /// The ordered list of nightcrier migrations.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000007_create_plugin_kv::Migration),
             Box::new(m20261126_000008_create_circuit_breakers::Migration),
             Box::new(m20261127_000009_add_fault_event_labels::Migration),
+            Box::new(m20261129_000010_index_incidents_for_listing::Migration),
         ]
     }
 

@@ -54,6 +54,7 @@ mod runtime;
 mod scaffold;
 mod size;
 mod state;
+mod stats;
 mod stderr;
 mod text;
 mod trap;
@@ -73,6 +74,7 @@ pub use kv::{
 };
 pub use runtime::{CapabilitySet, PluginHost, PluginSummary, PostTriageVerdict, PreTriageVerdict};
 pub use scaffold::{NewPlugin, NewPluginOptions, PluginLang, new_plugin};
+pub use stats::CallStats;
 pub use text::escape_untrusted;
 
 /// The WIT records as Rust types (generated from `wit/`).

@@ -156,6 +156,7 @@ struct LoadedPlugin {
     seed: StateSeed,
     reuse: bool,
     warm: Mutex<Vec<Instance>>,
+    stats: crate::stats::CallCounters,
 }
 
 /// Stops the epoch ticker thread when the host is dropped.
@@ -502,6 +503,15 @@ impl PluginHost {
             .collect()
     }
 
+    /// Each loaded plugin's call statistics since load, by id.
+    pub fn call_stats(&self) -> std::collections::BTreeMap<String, crate::stats::CallStats> {
+        self.inner
+            .plugins
+            .iter()
+            .map(|(id, plugin)| (id.clone(), plugin.stats.snapshot()))
+            .collect()
+    }
+
     /// The summary of one plugin.
     pub fn plugin(&self, id: &str) -> Option<PluginSummary> {
         self.inner
@@ -807,7 +817,20 @@ impl Inner {
         F: FnOnce(Instance) -> Fut,
         Fut: Future<Output = (Instance, wasmtime::Result<R>)>,
     {
-        self.call_with(plugin, plugin.limits.deadline, body).await
+        let started = tokio::time::Instant::now();
+        let result = self.call_with(plugin, plugin.limits.deadline, body).await;
+        let outcome = match &result {
+            // the plugin answered with its own error value (a refused message, a plugin-error)
+            Ok(value) if !value.succeeded() => "plugin_error",
+            other => crate::stats::outcome_of(other),
+        };
+        plugin.stats.record(
+            &plugin.summary.id,
+            plugin.summary.world.as_str(),
+            outcome,
+            started.elapsed(),
+        );
+        result
     }
 
     async fn call_with<R, F, Fut>(
@@ -1008,6 +1031,7 @@ impl Inner {
             seed,
             reuse,
             warm: Mutex::new(Vec::new()),
+            stats: Default::default(),
         };
         let describe_deadline = plugin.limits.deadline.max(DESCRIBE_DEADLINE);
         let (info, feed) = self

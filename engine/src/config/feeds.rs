@@ -23,6 +23,14 @@ use crate::ingest::{IngestConfig, SpoolConfig};
 pub struct RawHttp {
     /// `host:port` to listen on (default `127.0.0.1:8080`).
     pub listen: Option<String>,
+    /// Environment variable holding the API read token.
+    pub read_token_env: Option<String>,
+    /// File holding it.
+    pub read_token_file: Option<PathBuf>,
+    /// Environment variable holding the API admin token (reading and `retry`).
+    pub admin_token_env: Option<String>,
+    /// File holding it.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// `[intake]`
@@ -181,6 +189,28 @@ pub(crate) fn secret(
     Ok(Some(Secret::new(value)))
 }
 
+/// A credential from `<key>_env` or `<key>_file`.
+fn secret_pair(
+    key: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> anyhow::Result<Option<Secret>> {
+    let value = match (env, file) {
+        (Some(_), Some(_)) => bail!("give {key}_env or {key}_file, not both"),
+        (Some(name), None) => std::env::var(name)
+            .with_context(|| format!("{key}_env: environment variable {name} is not set"))?,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("{key}_file: cannot read {}", path.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if value.trim().is_empty() {
+        bail!("{key}: the token is empty");
+    }
+    Ok(Some(Secret::new(value)))
+}
+
 fn auth_header(
     key: &str,
     header: Option<&str>,
@@ -272,6 +302,7 @@ fn timing(key: &str, raw: &RawMcpTiming, base: &McpTiming) -> anyhow::Result<Mcp
 #[derive(Debug)]
 pub(crate) struct Intake {
     pub(crate) listen: SocketAddr,
+    pub(crate) tokens: crate::http::ApiTokens,
     pub(crate) ingest: IngestConfig,
     pub(crate) settings: IntakeSettings,
 }
@@ -374,8 +405,21 @@ pub(crate) fn intake(http: &RawHttp, raw: &RawIntake, data_dir: &Path) -> anyhow
             },
         );
     }
+    let tokens = crate::http::ApiTokens {
+        read: secret_pair(
+            "http.read_token",
+            http.read_token_env.as_deref(),
+            http.read_token_file.as_deref(),
+        )?,
+        admin: secret_pair(
+            "http.admin_token",
+            http.admin_token_env.as_deref(),
+            http.admin_token_file.as_deref(),
+        )?,
+    };
     Ok(Intake {
         listen,
+        tokens,
         ingest: IngestConfig {
             batch_max,
             linger,

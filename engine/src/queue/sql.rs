@@ -257,23 +257,25 @@ async fn insert_incidents(
 ) -> Result<Vec<Ingested>, DbErr> {
     let mut sql = String::from(
         "INSERT INTO incidents (id, fault_event_id, cluster, status, priority, labels, \
-         annotations, created_at, updated_at, attempts) VALUES ",
+         annotations, created_at, updated_at, attempts, fault_type, severity) VALUES ",
     );
-    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
+    let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 8);
     for (row, KeyedEvent { id, event }) in chunk.iter().enumerate() {
         if row > 0 {
             sql.push_str(", ");
         }
-        let p = |column: usize| placeholder(backend, row * 6 + column);
+        let p = |column: usize| placeholder(backend, row * 8 + column);
         sql.push_str(&format!(
-            "({}, {}, {}, '{}', 0, {}, '{{}}', {}, {}, 0)",
+            "({}, {}, {}, '{}', 0, {}, '{{}}', {}, {}, 0, {}, {})",
             p(1),
             p(2),
             p(3),
             INGEST.to,
             p(4),
             p(5),
-            p(6)
+            p(6),
+            p(7),
+            p(8)
         ));
         let received_at = super::db_time(event.received_at);
         values.extend([
@@ -284,6 +286,8 @@ async fn insert_incidents(
             json_map(&event.labels),
             received_at.into(),
             received_at.into(),
+            event.fault_type.clone().into(),
+            event.severity.clone().into(),
         ]);
     }
     sql.push_str(" ON CONFLICT (fault_event_id) DO NOTHING RETURNING id, fault_event_id");

@@ -27,6 +27,8 @@ pub struct Model {
     pub skip_reason: Option<String>,
     pub failure_reason: Option<String>,
     pub exit_code: Option<i32>,
+    pub fault_type: Option<String>,
+    pub severity: Option<String>,
 }
 
 #[allow(missing_docs)]
