@@ -381,6 +381,13 @@ impl Investigate for AgentInvestigator {
                     Err(reason) => return JobOutcome::Abort { reason },
                 };
                 let profile = request.profile.clone();
+                if let Some(queued_at) = incident.queued_at {
+                    let waited = (chrono::Utc::now() - queued_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    metrics::histogram!("nightcrier_queue_wait_seconds", "profile" => profile.name.clone())
+                        .record(waited.as_secs_f64());
+                }
                 let outcome = tokio::select! {
                     outcome = self.runner.run(request) => outcome,
                     _ = cancel.cancelled() => return cancelled(),
@@ -396,6 +403,15 @@ impl Investigate for AgentInvestigator {
             }
         };
         log_breaker_event(outcome.breaker_event.as_ref());
+        let ran = (outcome.completed_at - outcome.started_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics::histogram!(
+            "nightcrier_agent_run_duration_seconds",
+            "profile" => profile.as_ref().map_or_else(|| "resumed".to_owned(), |p| p.name.clone()),
+            "outcome" => outcome.status.as_str()
+        )
+        .record(ran.as_secs_f64());
         if let (Some(FailureReason::NotReady(problem)), Some(profile)) =
             (&outcome.failure, &profile)
         {

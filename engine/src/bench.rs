@@ -1,5 +1,8 @@
 //! `nightcrier bench store`: measures ingest throughput, single-event commit latency and
-//! claim+complete throughput on a real database, and prints the figures.
+//! claim+complete throughput on a real database, and prints the figures. `bench api` (in
+//! `bench/api.rs`) times the HTTP API on a million incidents.
+
+pub mod api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +52,7 @@ pub struct Figure {
     pub unit: &'static str,
 }
 
-fn sample_event(n: usize, clusters: usize) -> NewFaultEvent {
+pub(crate) fn sample_event(n: usize, clusters: usize) -> NewFaultEvent {
     let cluster = format!("cluster-{:04}", n % clusters.max(1));
     let payload = serde_json::json!({
         "subscriptionId": "sub-3f2a9c1e",

@@ -214,6 +214,9 @@ pub enum BenchTarget {
     /// Ingest and claim throughput and commit latency. Uses a fresh SQLite file unless
     /// --database-url names an empty database.
     Store(crate::bench::StoreBenchArgs),
+    /// List and incident pages of the HTTP API on a database of a million incidents. Uses a
+    /// fresh SQLite file unless --database-url names an empty database.
+    Api(crate::bench::api::ApiBenchArgs),
 }
 
 impl clap::ValueEnum for JobStatus {
@@ -313,6 +316,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target: BenchTarget::Store(args),
         } => {
             crate::bench::store(&args, cli.database_url.as_deref()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            target: BenchTarget::Api(args),
+        } => {
+            let figures = crate::bench::api::run(&args, cli.database_url.as_deref()).await?;
+            let mut out = std::io::stdout().lock();
+            for figure in figures {
+                writeln!(
+                    out,
+                    "{:<60} {:>10.2} {}",
+                    figure.name, figure.value, figure.unit
+                )?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
