@@ -149,16 +149,16 @@ pub async fn run(args: &ApiBenchArgs, url: Option<&str>) -> anyhow::Result<Vec<F
         }
         cursor.context("fewer than 20 pages")?
     };
-    let cases: Vec<(String, Box<dyn Fn(usize) -> String>)> = vec![
-        (
-            "list: first page, no filter".into(),
+    let cases: Vec<Case> = vec![
+        Case::new(
+            "list: first page, no filter",
             Box::new({
                 let base = base.clone();
                 move |_| format!("{base}/incidents?limit=50")
             }),
         ),
-        (
-            "list: cluster".into(),
+        Case::new(
+            "list: cluster",
             Box::new({
                 let base = base.clone();
                 let clusters = args.clusters;
@@ -170,15 +170,15 @@ pub async fn run(args: &ApiBenchArgs, url: Option<&str>) -> anyhow::Result<Vec<F
                 }
             }),
         ),
-        (
-            "list: status failed".into(),
+        Case::new(
+            "list: status failed",
             Box::new({
                 let base = base.clone();
                 move |_| format!("{base}/incidents?limit=50&status=failed")
             }),
         ),
-        (
-            "list: fault type + severity".into(),
+        Case::new(
+            "list: fault type + severity",
             Box::new({
                 let base = base.clone();
                 move |i| {
@@ -190,8 +190,8 @@ pub async fn run(args: &ApiBenchArgs, url: Option<&str>) -> anyhow::Result<Vec<F
                 }
             }),
         ),
-        (
-            "list: cluster + status resolved + last week".into(),
+        Case::new(
+            "list: cluster + status resolved + last week",
             Box::new({
                 let base = base.clone();
                 let clusters = args.clusters;
@@ -205,15 +205,15 @@ pub async fn run(args: &ApiBenchArgs, url: Option<&str>) -> anyhow::Result<Vec<F
                 }
             }),
         ),
-        (
-            "list: page 21 (cursor)".into(),
+        Case::new(
+            "list: page 21 (cursor)",
             Box::new({
                 let base = base.clone();
                 move |_| page_url(&base, "limit=50", Some(&deep_cursor))
             }),
         ),
-        (
-            "incident page".into(),
+        Case::new(
+            "incident page",
             Box::new({
                 let base = base.clone();
                 let ids: Vec<String> = sample.iter().map(|i| i.id.to_string()).collect();
@@ -222,7 +222,7 @@ pub async fn run(args: &ApiBenchArgs, url: Option<&str>) -> anyhow::Result<Vec<F
         ),
     ];
     let mut figures = Vec::new();
-    for (name, url_of) in &cases {
+    for Case { name, url_of } in &cases {
         for i in 0..10 {
             fetch(&http, &url_of(i)).await?;
         }
@@ -247,6 +247,18 @@ pub async fn run(args: &ApiBenchArgs, url: Option<&str>) -> anyhow::Result<Vec<F
     let _ = server.await;
     let _ = writer.await;
     Ok(figures)
+}
+
+/// One timed request kind: its name and the URL of its `i`th request.
+struct Case {
+    name: &'static str,
+    url_of: Box<dyn Fn(usize) -> String>,
+}
+
+impl Case {
+    fn new(name: &'static str, url_of: Box<dyn Fn(usize) -> String>) -> Self {
+        Self { name, url_of }
+    }
 }
 
 fn page_url(base: &str, query: &str, cursor: Option<&str>) -> String {
