@@ -36,6 +36,9 @@ pub struct RawConfig {
     /// `[intake]`: batching, the spool, MCP timings, webhook and poll sources.
     #[serde(default)]
     pub intake: feeds::RawIntake,
+    /// `[replica]`: how replicas on one Postgres share the feeds.
+    #[serde(default)]
+    pub replica: feeds::RawReplica,
     /// `[database]`
     #[serde(default)]
     pub database: RawDatabase,
@@ -187,6 +190,10 @@ pub struct Settings {
     pub listen: std::net::SocketAddr,
     /// The API's tokens.
     pub api_tokens: crate::http::ApiTokens,
+    /// How replicas share the feeds.
+    pub replica: crate::replica::ReplicaConfig,
+    /// Whether `agent.instance_id` was set; otherwise `serve` uses the one kept in `data_dir`.
+    pub instance_id_configured: bool,
     /// Batching and spooling of the ingest path.
     pub ingest: crate::ingest::IngestConfig,
     /// Feeds: MCP timings, webhook and poll sources.
@@ -196,6 +203,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Makes `id` this instance's identity: its lease owner name and its containers' label.
+    pub fn set_instance_id(&mut self, id: String) {
+        self.workers.owner.clone_from(&id);
+        self.runner.instance_id = id;
+    }
+
     /// The profiles an incident can be investigated with and why: the default profile, each
     /// cluster's, and each one configured under `[agent.profiles]`. `serve` checks their secrets
     /// and images before it starts. (A built-in profile nothing names is only used if a
@@ -306,6 +319,7 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         raw.workers.shutdown_grace_secs.map(Duration::from_secs),
     )?
     .unwrap_or(defaults.shutdown_grace);
+    let instance_id_configured = raw.agent.instance_id.is_some();
     let instance_id = raw.agent.instance_id.unwrap_or(defaults.owner);
     if instance_id.is_empty()
         || !instance_id
@@ -438,6 +452,8 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         data_dir,
         listen: intake.listen,
         api_tokens: intake.tokens,
+        replica: feeds::replica(&raw.replica)?,
+        instance_id_configured,
         ingest: intake.ingest,
         intake: intake.settings,
         configured_profiles: raw.agent.profiles.keys().cloned().collect(),

@@ -21,6 +21,10 @@ use nightcrier_plugin_host::{PluginHost, World};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+mod supervisor;
+
+pub use supervisor::supervise;
+
 use crate::ingest::{IngestError, Ingestor};
 use crate::plugin::RefusedPlugin;
 
@@ -173,6 +177,36 @@ pub struct StartedFeeds {
     pub registry: FeedRegistry,
     /// The webhook routes, for the HTTP listener.
     pub webhooks: axum::Router,
+    /// The stream feeds (MCP, poll), ready to run: all at once on a single instance, or each on
+    /// the replica that holds its lease (`feed/supervisor.rs`).
+    pub streams: Vec<StreamFeed>,
+}
+
+/// Starts a feed's task; it runs until the token is cancelled.
+pub type StartFeed =
+    Arc<dyn Fn(CancellationToken) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// A stream feed: its lease key (`mcp:<cluster>`, `poll:<plugin>`), its state and its start.
+pub struct StreamFeed {
+    /// The key of its lease.
+    pub key: String,
+    /// Its state entry.
+    pub state: nightcrier_intake::FeedHandle,
+    /// Starts it.
+    pub start: StartFeed,
+}
+
+impl StreamFeed {
+    /// Runs every feed of `streams` here, until `shutdown`.
+    pub fn run_all(
+        streams: Vec<StreamFeed>,
+        shutdown: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) {
+        for feed in streams {
+            tasks.spawn((feed.start)(shutdown.child_token()));
+        }
+    }
 }
 
 /// Why a cluster's MCP feed cannot run, or which plugin decodes it.
@@ -252,18 +286,17 @@ pub fn webhooks_without_token(settings: &IntakeSettings, host: Option<&PluginHos
         .collect()
 }
 
-/// Builds every feed and spawns the stream feeds (MCP, poll) into `tasks`; they run until
-/// `shutdown`. Webhook routes are returned for the HTTP listener.
+/// Builds every feed: the stream feeds (MCP, poll) ready to run, and the webhook routes for the
+/// HTTP listener.
 pub fn start(
     clusters: &BTreeMap<String, crate::config::ClusterSettings>,
     settings: &IntakeSettings,
     host: Option<&PluginHost>,
     refused: &[RefusedPlugin],
     ingestor: &Ingestor,
-    shutdown: &CancellationToken,
-    tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<StartedFeeds> {
     let registry = FeedRegistry::new();
+    let mut streams = Vec::new();
     let deliver: Arc<dyn Deliver> = Arc::new(EngineDeliver::new(ingestor.clone()));
     let fleet = McpFleet::new(settings.max_handshakes, settings.connect_timeout)?;
     for (cluster, cluster_settings) in clusters {
@@ -303,13 +336,21 @@ pub fn start(
         let state = registry.register(config.state());
         match source {
             Ok(_) => {
-                tasks.spawn(nightcrier_intake::mcp::run_feed(
-                    config,
-                    fleet.clone(),
-                    deliver.clone(),
+                let (fleet, deliver, handle) = (fleet.clone(), deliver.clone(), state.clone());
+                let config = Arc::new(config);
+                streams.push(StreamFeed {
+                    key: format!("mcp:{cluster}"),
                     state,
-                    shutdown.child_token(),
-                ));
+                    start: Arc::new(move |stop| {
+                        Box::pin(nightcrier_intake::mcp::run_feed(
+                            (*config).clone(),
+                            fleet.clone(),
+                            deliver.clone(),
+                            handle.clone(),
+                            stop,
+                        ))
+                    }),
+                });
             }
             Err(reason) => {
                 tracing::error!(cluster = %cluster, error = %reason, "mcp feed not started");
@@ -363,13 +404,22 @@ pub fn start(
                                 backoff: BackoffConfig::default(),
                             };
                             let state = registry.register(config.state());
-                            tasks.spawn(nightcrier_intake::poll::run_feed(
-                                config,
-                                poll_client.clone(),
-                                deliver.clone(),
+                            let (client, deliver, handle) =
+                                (poll_client.clone(), deliver.clone(), state.clone());
+                            let config = Arc::new(config);
+                            streams.push(StreamFeed {
+                                key: format!("poll:{id}"),
                                 state,
-                                shutdown.child_token(),
-                            ));
+                                start: Arc::new(move |stop| {
+                                    Box::pin(nightcrier_intake::poll::run_feed(
+                                        (*config).clone(),
+                                        client.clone(),
+                                        deliver.clone(),
+                                        handle.clone(),
+                                        stop,
+                                    ))
+                                }),
+                            });
                         }
                         Err(reason) => {
                             let state = registry.register(FeedState::new(
@@ -405,5 +455,9 @@ pub fn start(
         }
     }
     let webhooks = nightcrier_intake::webhook::router(routes, deliver, &registry);
-    Ok(StartedFeeds { registry, webhooks })
+    Ok(StartedFeeds {
+        registry,
+        webhooks,
+        streams,
+    })
 }

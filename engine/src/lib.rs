@@ -8,6 +8,7 @@
 //! - [`feed`]: which feeds `serve` runs (MCP per cluster, webhook routes, poll loops) and the
 //!   engine side of intake ([`feed::EngineDeliver`]).
 //! - [`http`]: the HTTP listener (health, metrics, feed state, webhooks).
+//! - [`replica`]: replicas on one Postgres: identity, heartbeat, which one holds each feed.
 //! - [`config`]: the TOML config file → validated `Settings`.
 //! - [`server`]: `nightcrier serve`: pre-triage, workers, sweeper, container recovery, drain.
 //! - [`triage`]: the stages around the agent: pre-triage (`PreTriage`, `Decision`,
@@ -29,6 +30,7 @@ pub mod http;
 pub mod ingest;
 pub mod plugin;
 pub mod queue;
+pub mod replica;
 pub mod retention;
 pub mod server;
 pub mod store;

@@ -22,8 +22,52 @@ use crate::queue::{JobOutcome, JobStatus, Lease, ListFilter, Queue, Resumed, run
 use crate::store::Store;
 use crate::triage::{PluginPreTriage, PostTriage, PreTriage};
 
+/// An exclusive lock on `path`, held while the returned file lives; `what` says what a second
+/// holder would be.
+fn lock_exclusively(path: &std::path::Path, what: &str) -> anyhow::Result<std::fs::File> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!(
+                "another nightcrier serve is running with {what} ({} is locked)",
+                path.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 /// Runs the service until `shutdown` completes.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(mut settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // One serve per data folder (its spool and instance id), and one per SQLite file: SQLite
+    // is single-process; replicas share a Postgres.
+    let _data_lock = lock_exclusively(
+        &settings.data_dir.join("serve.lock"),
+        &format!("data_dir {}", settings.data_dir.display()),
+    )?;
+    let _sqlite_lock = match crate::store::sqlite_file(&settings.store.url) {
+        Some(path) => Some(lock_exclusively(
+            &path.with_extension("serve-lock"),
+            &format!("the SQLite database {}", path.display()),
+        )?),
+        None => None,
+    };
+    if !settings.instance_id_configured {
+        let id = crate::replica::stored_instance_id(&settings.data_dir)?;
+        settings.set_instance_id(id);
+    }
     let store = Store::connect(&settings.store).await?;
     if settings.auto_migrate {
         store
@@ -101,9 +145,28 @@ async fn serve<P: PreTriage>(
         plugins.as_ref(),
         &refused,
         &ingestor,
-        &intake_stop,
-        &mut intake_tasks,
     )?;
+    if store.backend() == sea_orm::DbBackend::Postgres {
+        // Replicas may share this database: each stream feed runs on the one holding its lease.
+        let replica = crate::replica::Replica::new(
+            &store,
+            &settings.runner.instance_id,
+            settings.replica.clone(),
+        );
+        replica
+            .register(
+                &crate::replica::home(&settings.data_dir),
+                chrono::Utc::now(),
+            )
+            .await?;
+        intake_tasks.spawn(crate::feed::supervise(
+            feeds.streams,
+            replica,
+            intake_stop.clone(),
+        ));
+    } else {
+        crate::feed::StreamFeed::run_all(feeds.streams, &intake_stop, &mut intake_tasks);
+    }
     let router = crate::http::router(
         crate::http::HttpContext {
             feeds: feeds.registry,

@@ -594,6 +594,11 @@ fn backend_of(url: &str) -> Option<DbBackend> {
 }
 
 /// The file behind an SQLite URL, or `None` for an in-memory database.
+/// The SQLite file of `url`, or `None` for Postgres and in-memory databases.
+pub fn sqlite_file(url: &str) -> Option<&Path> {
+    sqlite_path(url)
+}
+
 fn sqlite_path(url: &str) -> Option<&Path> {
     let rest = url.strip_prefix("sqlite:")?;
     let rest = rest.strip_prefix("//").unwrap_or(rest);

@@ -18,6 +18,7 @@ mod m20261126_000007_create_plugin_kv;
 mod m20261126_000008_create_circuit_breakers;
 mod m20261127_000009_add_fault_event_labels;
 mod m20261129_000010_index_incidents_for_listing;
+mod m20261129_000011_create_replicas_and_feed_leases;
 
 /// The ordered list of nightcrier migrations.
 #[derive(Debug)]
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000008_create_circuit_breakers::Migration),
             Box::new(m20261127_000009_add_fault_event_labels::Migration),
             Box::new(m20261129_000010_index_incidents_for_listing::Migration),
+            Box::new(m20261129_000011_create_replicas_and_feed_leases::Migration),
         ]
     }
 

@@ -12,6 +12,7 @@ mod plugins;
 mod queue;
 mod queue_concurrency;
 mod records;
+mod replicas;
 mod retention;
 mod serve;
 mod support;

@@ -138,3 +138,4 @@ pub(crate) fn built_plugins() -> std::path::PathBuf {
 pub(crate) mod fake_kms;
 pub(crate) mod postgres_server;
 pub(crate) mod process;
+pub(crate) mod proxy;

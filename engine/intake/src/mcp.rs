@@ -40,6 +40,8 @@ use crate::{Deliver, FeedKind, Message};
 
 /// The logger of subscription failures.
 pub const SUBSCRIPTION_ERROR_LOGGER: &str = "kubernetes/subscription_error";
+/// How long a stopping feed reads what the server already sent.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest notification accepted (a fault is about 1 KiB; log-enriched context up to ~60 KiB).
 pub const MAX_NOTIFICATION_BYTES: usize = 1024 * 1024;
 
@@ -295,6 +297,19 @@ async fn drive(
                     arguments.insert("subscriptionId".into(), Value::String(id.clone()));
                     let _ = session.call_tool(tool, &arguments, Duration::from_secs(2)).await;
                 }
+                // Ending the session ends the stream cleanly after what the server already
+                // wrote into it: read that to the end, so nothing sent is lost on the way out.
+                session.close(Duration::from_secs(2)).await;
+                let drained = async {
+                    while let Some(Ok(chunk)) = bytes.next().await {
+                        parser.push(&chunk, &mut items);
+                        let received_at = Utc::now();
+                        for item in items.drain(..) {
+                            let _ = on_item(cx, item, received_at);
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained).await;
                 return SessionEnd::Shutdown;
             }
             chunk = bytes.next() => {

@@ -24,6 +24,8 @@ pub enum FeedPhase {
     Active,
     /// Waiting before the next attempt.
     Backoff,
+    /// Held by another replica (`owner`).
+    Standby,
     /// Not started, with the reason in `last_error` (its source plugin was refused, …).
     Disabled,
     /// Stopped by shutdown.
@@ -38,6 +40,7 @@ impl FeedPhase {
             FeedPhase::Subscribing => "subscribing",
             FeedPhase::Active => "active",
             FeedPhase::Backoff => "backoff",
+            FeedPhase::Standby => "standby",
             FeedPhase::Disabled => "disabled",
             FeedPhase::Stopped => "stopped",
         }
@@ -59,6 +62,8 @@ pub struct FeedState {
     pub endpoint: String,
     /// Current phase.
     pub phase: FeedPhase,
+    /// The replica running the feed, when replicas share the fleet.
+    pub owner: Option<String>,
     /// When the phase began.
     pub phase_since: DateTime<Utc>,
     /// When the current subscription became active.
@@ -101,6 +106,7 @@ impl FeedState {
             cluster,
             endpoint: endpoint.into(),
             phase: FeedPhase::Connecting,
+            owner: None,
             phase_since: Utc::now(),
             active_since: None,
             backoff_until: None,
@@ -210,6 +216,22 @@ impl FeedHandle {
             state.last_error = Some(reason.to_owned());
             state.last_error_at = Some(Utc::now());
         });
+    }
+
+    /// Another replica holds the feed (`owner`, when known).
+    pub fn standby(&self, owner: Option<&str>) {
+        self.update(|state| {
+            Self::set_phase(state, FeedPhase::Standby);
+            state.owner = owner.map(str::to_owned);
+            state.active_since = None;
+            state.backoff_until = None;
+            state.subscription_id = None;
+        });
+    }
+
+    /// This replica runs the feed.
+    pub fn owned_by(&self, owner: &str) {
+        self.update(|state| state.owner = Some(owner.to_owned()));
     }
 
     /// Stopped by shutdown.

@@ -33,6 +33,49 @@ pub struct RawHttp {
     pub admin_token_file: Option<PathBuf>,
 }
 
+/// `[replica]`: how replicas on one Postgres share the feeds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplica {
+    /// Between heartbeats and lease renewals (default `"2s"`).
+    pub heartbeat: Option<String>,
+    /// A replica silent this long is no longer live (default `"10s"`).
+    pub ttl: Option<String>,
+    /// A feed lease lasts this long after its last renewal (default `"15s"`).
+    pub lease: Option<String>,
+    /// Feeds stop this long before their lease could expire (default `"5s"`).
+    pub stop_margin: Option<String>,
+}
+
+/// Validates `[replica]`.
+pub(crate) fn replica(raw: &RawReplica) -> anyhow::Result<crate::replica::ReplicaConfig> {
+    let defaults = crate::replica::ReplicaConfig::default();
+    let config = crate::replica::ReplicaConfig {
+        heartbeat: duration(
+            "replica.heartbeat",
+            raw.heartbeat.as_deref(),
+            defaults.heartbeat,
+        )?,
+        ttl: duration("replica.ttl", raw.ttl.as_deref(), defaults.ttl)?,
+        lease: duration("replica.lease", raw.lease.as_deref(), defaults.lease)?,
+        stop_margin: duration(
+            "replica.stop_margin",
+            raw.stop_margin.as_deref(),
+            defaults.stop_margin,
+        )?,
+    };
+    if config.heartbeat * 2 > config.ttl {
+        bail!("replica.ttl must be at least twice replica.heartbeat");
+    }
+    if config.stop_margin < config.heartbeat || config.stop_margin >= config.lease {
+        bail!("replica.stop_margin must be at least replica.heartbeat and below replica.lease");
+    }
+    if config.heartbeat * 2 > config.lease - config.stop_margin {
+        bail!("replica.lease minus replica.stop_margin must leave at least two heartbeats");
+    }
+    Ok(config)
+}
+
 /// `[intake]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

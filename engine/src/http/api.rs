@@ -347,20 +347,27 @@ async fn retry(
 
 async fn clusters(State(cx): State<Arc<HttpContext>>) -> ApiResult<axum::Json<Value>> {
     let stats = cx.ingest.stats();
-    let breakers: Vec<Value> = cx
-        .queue
-        .store()
-        .breakers()
-        .await?
-        .into_iter()
-        .map(|breaker| {
-            serde_json::json!({
-                "cluster": breaker.scope,
-                "state": document(&breaker.state),
-                "updated_at": breaker.updated_at,
-            })
-        })
-        .collect();
+    // The feeds are in memory; the breakers need the database, which may be the thing that is
+    // down while an operator looks here: they are shown only when it answers quickly.
+    let breakers = match tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        cx.queue.store().breakers(),
+    )
+    .await
+    {
+        Ok(Ok(rows)) => Value::Array(
+            rows.into_iter()
+                .map(|breaker| {
+                    serde_json::json!({
+                        "cluster": breaker.scope,
+                        "state": document(&breaker.state),
+                        "updated_at": breaker.updated_at,
+                    })
+                })
+                .collect(),
+        ),
+        _ => Value::Null,
+    };
     Ok(axum::Json(serde_json::json!({
         "feeds": cx.feeds.snapshot(),
         "ingest": {

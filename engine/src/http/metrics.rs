@@ -94,6 +94,7 @@ async fn render(State(cx): State<Arc<HttpContext>>) -> impl IntoResponse {
             FeedPhase::Subscribing,
             FeedPhase::Active,
             FeedPhase::Backoff,
+            FeedPhase::Standby,
             FeedPhase::Disabled,
             FeedPhase::Stopped,
         ] {

@@ -23,13 +23,22 @@ pub(crate) fn nightcrier(config: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and not handed out before by this test process (the
+/// kernel may offer a port again as soon as it is released).
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running `nightcrier serve`.

@@ -1,0 +1,206 @@
+//! Which stream feeds run on this replica, when replicas share one Postgres: every heartbeat,
+//! the supervisor learns the live replicas, renews the leases it holds (one statement), stops and
+//! releases the feeds the assignment moved elsewhere, and acquires and starts the feeds assigned
+//! to it. A watchdog stops every feed once the leases could be about to expire without a
+//! renewal (`lease - stop_margin` after the last one), whether the database answers or not.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::StreamFeed;
+use crate::replica::{Replica, owner_of};
+
+struct Running {
+    token: i64,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Milliseconds since `epoch` of the last successful renewal, shared with the watchdog.
+struct RenewalClock {
+    epoch: Instant,
+    last: AtomicU64,
+}
+
+impl RenewalClock {
+    fn mark(&self, at: Instant) {
+        let millis = u64::try_from(at.duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        self.last.store(millis, Ordering::Relaxed);
+    }
+
+    fn since_last(&self) -> Duration {
+        let last = self.epoch + Duration::from_millis(self.last.load(Ordering::Relaxed));
+        Instant::now().saturating_duration_since(last)
+    }
+}
+
+/// Runs the feeds of `streams` that this replica holds, until `shutdown`; then stops them,
+/// releases their leases and leaves the replica set.
+pub async fn supervise(streams: Vec<StreamFeed>, replica: Replica, shutdown: CancellationToken) {
+    let config = replica.config().clone();
+    let deadline = config.lease.saturating_sub(config.stop_margin);
+    let clock = Arc::new(RenewalClock {
+        epoch: Instant::now(),
+        last: AtomicU64::new(0),
+    });
+    // Peers seen at the last heartbeat: alone, nobody can take a lease while the database is
+    // away, so the feeds keep running (and spooling) through an outage.
+    let peers = Arc::new(AtomicUsize::new(0));
+    // Feeds run under a guard the watchdog cancels when the leases may be lapsing.
+    let mut guard = shutdown.child_token();
+    let watchdog = {
+        let clock = clock.clone();
+        let peers = peers.clone();
+        let shutdown = shutdown.clone();
+        let guard_slot = Arc::new(std::sync::Mutex::new(guard.clone()));
+        let slot = guard_slot.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+                let current = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if !current.is_cancelled()
+                    && peers.load(Ordering::Relaxed) > 0
+                    && clock.since_last() > deadline
+                {
+                    tracing::error!(since_renewal = ?clock.since_last(), "feed leases not renewed in time: stopping every feed before another replica may take them");
+                    current.cancel();
+                }
+            }
+        });
+        (task, guard_slot)
+    };
+    let (watchdog_task, guard_slot) = watchdog;
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut ticker = tokio::time::interval(config.heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let call = config.heartbeat.max(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        if guard.is_cancelled() {
+            // The watchdog stopped everything; wait for the feeds to finish, then start over.
+            for (_, feed) in running.drain() {
+                let _ = feed.task.await;
+            }
+            guard = shutdown.child_token();
+            *guard_slot.lock().unwrap_or_else(|p| p.into_inner()) = guard.clone();
+        }
+        let attempt = Instant::now();
+        let now = Utc::now();
+        let live = match tokio::time::timeout(call, replica.heartbeat(now)).await {
+            Ok(Ok(live)) => {
+                let others = live.iter().filter(|id| *id != replica.id()).count();
+                peers.store(others, Ordering::Relaxed);
+                live
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "replica heartbeat failed");
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!("replica heartbeat timed out");
+                continue;
+            }
+        };
+        // Renew everything held; a feed whose lease is no longer ours stops at once.
+        let held = match tokio::time::timeout(call, replica.renew_all(now)).await {
+            Ok(Ok(held)) => {
+                clock.mark(attempt);
+                held
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "renewing feed leases failed");
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!("renewing feed leases timed out");
+                continue;
+            }
+        };
+        let lost: Vec<String> = running
+            .iter()
+            .filter(|(key, feed)| held.get(*key) != Some(&feed.token))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in lost {
+            if let Some(feed) = running.remove(&key) {
+                tracing::warn!(feed = %key, "feed lease taken by another replica; stopping the feed");
+                feed.cancel.cancel();
+                let _ = feed.task.await;
+            }
+        }
+        // Hand over what the assignment moved, then take up what it gave us.
+        let moving: Vec<String> = running
+            .keys()
+            .filter(|key| owner_of(key, &live) != Some(replica.id()))
+            .cloned()
+            .collect();
+        for key in moving {
+            if let Some(feed) = running.remove(&key) {
+                tracing::info!(feed = %key, "feed assigned to another replica; handing it over");
+                feed.cancel.cancel();
+                let _ = feed.task.await;
+                let _ =
+                    tokio::time::timeout(call, replica.release(&key, feed.token, Utc::now())).await;
+            }
+        }
+        for stream in &streams {
+            let owner = owner_of(&stream.key, &live);
+            if owner != Some(replica.id()) {
+                if !running.contains_key(&stream.key) {
+                    stream.state.standby(owner);
+                }
+                continue;
+            }
+            if running.contains_key(&stream.key) {
+                continue;
+            }
+            let acquired =
+                match tokio::time::timeout(call, replica.acquire(&stream.key, Utc::now())).await {
+                    Ok(Ok(acquired)) => acquired,
+                    _ => break,
+                };
+            let Some(token) = acquired else {
+                // still held by a replica that has not let go yet (or died: its lease expires)
+                stream.state.standby(None);
+                continue;
+            };
+            if running.is_empty() {
+                clock.mark(Instant::now());
+            }
+            stream.state.owned_by(replica.id());
+            let cancel = guard.child_token();
+            let task = tokio::spawn((stream.start)(cancel.clone()));
+            tracing::info!(feed = %stream.key, token, "feed lease acquired; feed started");
+            running.insert(
+                stream.key.clone(),
+                Running {
+                    token,
+                    cancel,
+                    task,
+                },
+            );
+        }
+    }
+    for feed in running.values() {
+        feed.cancel.cancel();
+    }
+    for (key, feed) in running.drain() {
+        let _ = feed.task.await;
+        let _ = tokio::time::timeout(call, replica.release(&key, feed.token, Utc::now())).await;
+    }
+    replica.deregister().await;
+    watchdog_task.abort();
+}
