@@ -3,6 +3,7 @@
 //! `bench/api.rs`) times the HTTP API on a million incidents.
 
 pub mod api;
+pub mod fleet;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -217,6 +217,9 @@ pub enum BenchTarget {
     /// List and incident pages of the HTTP API on a database of a million incidents. Uses a
     /// fresh SQLite file unless --database-url names an empty database.
     Api(crate::bench::api::ApiBenchArgs),
+    /// How the feed assignment spreads clusters over replicas, and what moves when one joins
+    /// or leaves (computed with the assignment code replicas run; no database).
+    Fleet(crate::bench::fleet::FleetBenchArgs),
 }
 
 impl clap::ValueEnum for JobStatus {
@@ -316,6 +319,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target: BenchTarget::Store(args),
         } => {
             crate::bench::store(&args, cli.database_url.as_deref()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            target: BenchTarget::Fleet(args),
+        } => {
+            let mut out = std::io::stdout().lock();
+            for figure in crate::bench::fleet::run(&args) {
+                writeln!(
+                    out,
+                    "{:<60} {:>10.1} {}",
+                    figure.name, figure.value, figure.unit
+                )?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
