@@ -348,17 +348,18 @@ async fn source_plugin_failures_are_dead_lettered_and_recorded_as_plugin_runs() 
         let input = dir.path().join("one.json");
         std::fs::write(&input, "{}").unwrap();
         let fixtures = built_plugins().parent().unwrap().join("fixtures");
-        for (attack, outcome, cause) in [
-            ("trap", "trap", "hostile source panics on purpose"),
-            ("loop", "timeout", "deadline"),
-            ("memory", "memory_limit", "memory"),
-            ("oversized", "output_too_large", "over the cap"),
+        // deadlines generous enough for a busy machine, but for the loop, which must hit it
+        for (attack, outcome, cause, deadline_ms) in [
+            ("trap", "trap", "hostile source panics on purpose", 5000),
+            ("loop", "timeout", "deadline", 300),
+            ("memory", "memory_limit", "memory", 5000),
+            ("oversized", "output_too_large", "over the cap", 5000),
         ] {
             let config = dir.path().join(format!("{attack}.toml"));
             std::fs::write(
                 &config,
                 format!(
-                    "[plugins]\ndir = \"{}\"\n[plugins.plugin.hostile-source]\ndeadline_ms = 300\nmemory_mib = 32\nmax_output_kib = 256\n[plugins.plugin.hostile-source.config]\nattack = \"{attack}\"\n",
+                    "[plugins]\ndir = \"{}\"\n[plugins.plugin.hostile-source]\ndeadline_ms = {deadline_ms}\nmemory_mib = 32\nmax_output_kib = 256\n[plugins.plugin.hostile-source.config]\nattack = \"{attack}\"\n",
                     fixtures.display()
                 ),
             )

@@ -834,6 +834,13 @@ async fn serve_runs_pre_and_post_triage_plugins() {
             r#"
 [plugins]
 dir = "{}"
+# deadlines for a busy test machine: the decisions are the point here, not the limits
+[plugins.plugin.noise-filter]
+deadline_ms = 5000
+[plugins.plugin.dedup]
+deadline_ms = 5000
+[plugins.plugin.redact-secrets]
+deadline_ms = 5000
 [plugins.plugin.noise-filter.config]
 min_severity = "critical"
 [plugins.plugin.dedup.config]

@@ -40,8 +40,9 @@ use crate::{Deliver, FeedKind, Message};
 
 /// The logger of subscription failures.
 pub const SUBSCRIPTION_ERROR_LOGGER: &str = "kubernetes/subscription_error";
-/// How long a stopping feed reads what the server already sent.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a stopping feed reads what the server already sent (the stream ends as soon as the
+/// server has flushed it after the session's `DELETE`).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest notification accepted (a fault is about 1 KiB; log-enriched context up to ~60 KiB).
 pub const MAX_NOTIFICATION_BYTES: usize = 1024 * 1024;
 

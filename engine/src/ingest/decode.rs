@@ -123,7 +123,13 @@ impl Decoder {
                 .unwrap_or_default(),
         };
         let started = tokio::time::Instant::now();
-        let result = self.host.decode(&message.source, &envelope).await;
+        let mut result = self.host.decode(&message.source, &envelope).await;
+        if matches!(result, Err(CallError::Timeout { .. })) {
+            // A deadline can pass while a starved machine does not schedule the call: try once
+            // more before keeping the message as a dead letter (a plugin that really loops
+            // costs two deadlines).
+            result = self.host.decode(&message.source, &envelope).await;
+        }
         let took = started.elapsed();
         let events = match result {
             Ok(events) => events,
