@@ -1,9 +1,11 @@
 //! `nightcrier bench store`: measures ingest throughput, single-event commit latency and
 //! claim+complete throughput on a real database, and prints the figures. `bench api` (in
-//! `bench/api.rs`) times the HTTP API on a million incidents.
+//! `bench/api.rs`) times the HTTP API on a million incidents; `bench intake` (in `bench/intake.rs`)
+//! drives a real `serve` from a simulated fleet of kubernetes-mcp-servers.
 
 pub mod api;
 pub mod fleet;
+pub mod intake;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -220,6 +220,10 @@ pub enum BenchTarget {
     /// How the feed assignment spreads clusters over replicas, and what moves when one joins
     /// or leaves (computed with the assignment code replicas run; no database).
     Fleet(crate::bench::fleet::FleetBenchArgs),
+    /// A real `serve` fed by a simulated fleet of kubernetes-mcp-servers: RSS, events per second
+    /// to committed rows, receipt → commit latency, recovery from a fleet-wide restart. Uses a
+    /// fresh SQLite file unless --database-url names a database.
+    Intake(crate::bench::intake::IntakeBenchArgs),
 }
 
 impl clap::ValueEnum for JobStatus {
@@ -329,6 +333,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(
                     out,
                     "{:<60} {:>10.1} {}",
+                    figure.name, figure.value, figure.unit
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            target: BenchTarget::Intake(args),
+        } => {
+            let figures = crate::bench::intake::run(&args, cli.database_url.as_deref()).await?;
+            let mut out = std::io::stdout().lock();
+            for figure in figures {
+                writeln!(
+                    out,
+                    "{:<72} {:>10.1} {}",
                     figure.name, figure.value, figure.unit
                 )?;
             }
