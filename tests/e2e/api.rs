@@ -189,6 +189,7 @@ async fn one_incident_its_report_and_retry() {
                 summary: Some("root cause".into()),
                 artifact_uri: None,
                 storage_type: "database".into(),
+                store_uri: None,
             },
             Utc::now(),
         )
