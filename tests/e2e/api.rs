@@ -228,6 +228,34 @@ async fn one_incident_its_report_and_retry() {
             .unwrap()
             .contains("<script>alert(1)</script>")
     );
+    // a report kept without a page gets one rendered: sanitised, the summary on top
+    let html = reqwest::get(format!(
+        "http://{}/api/v1/incidents/{id}/report?format=html",
+        api.listen
+    ))
+    .await
+    .unwrap();
+    assert_eq!(html.status(), 200);
+    assert!(
+        html.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        html.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let page = html.text().await.unwrap();
+    assert!(!page.contains("<script"), "{page}");
+    assert!(page.contains("root cause"), "{page}");
+    assert!(
+        page.contains("CrashLoop") && page.contains(&id.to_string()),
+        "{page}"
+    );
+    assert!(page.find("CrashLoop").unwrap() < page.find("root cause").unwrap());
     assert_eq!(
         get(&api, &format!("/api/v1/incidents/{}", uuid::Uuid::new_v4()))
             .await
