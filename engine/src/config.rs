@@ -57,6 +57,9 @@ pub struct RawConfig {
     /// `[reports]`: the report store and upload retries.
     #[serde(default)]
     pub reports: data::RawReports,
+    /// `[retention]`: how long ended incidents and dead letters are kept.
+    #[serde(default)]
+    pub retention: data::RawRetention,
 }
 
 /// `[database]`
@@ -206,6 +209,8 @@ pub struct Settings {
     pub configured_profiles: Vec<String>,
     /// The report store and upload retries.
     pub reports: crate::report::ReportsConfig,
+    /// How long ended incidents and dead letters are kept.
+    pub retention: crate::retention::RetentionConfig,
 }
 
 impl Settings {
@@ -404,6 +409,7 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
     let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("data"));
     let intake = feeds::intake(&raw.http, &raw.intake, &data_dir)?;
     let reports = data::reports(&raw.reports, &data_dir)?;
+    let retention = data::retention(&raw.retention)?;
 
     let mut clusters = BTreeMap::new();
     for (index, cluster) in raw.clusters.into_iter().enumerate() {
@@ -465,6 +471,7 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         intake: intake.settings,
         configured_profiles: raw.agent.profiles.keys().cloned().collect(),
         reports,
+        retention,
     })
 }
 
@@ -695,11 +702,19 @@ mod tests {
     }
 
     #[test]
-    fn reports_have_defaults_and_name_their_mistakes() {
+    fn reports_and_retention_have_defaults_and_name_their_mistakes() {
         let settings = validate(RawConfig::default(), None).unwrap();
         assert_eq!(
             settings.reports.store,
             crate::report::StoreLocation::Local(PathBuf::from("data/reports"))
+        );
+        assert_eq!(
+            settings.retention.incidents,
+            Some(Duration::from_secs(30 * 86400))
+        );
+        assert_eq!(
+            settings.retention.rejected_events,
+            Some(Duration::from_secs(30 * 86400))
         );
         let settings = validate(
             parse(
@@ -710,6 +725,11 @@ mod tests {
                 retry_initial = "1s"
                 retry_max = "1m"
                 artifacts = false
+                [retention]
+                incidents = 0
+                rejected_events = "7d"
+                batch_size = 50
+                batch_pause = "10ms"
                 "#,
             )
             .unwrap(),
@@ -721,6 +741,12 @@ mod tests {
             crate::report::StoreLocation::Url(_)
         ));
         assert!(!settings.reports.artifacts);
+        assert_eq!(settings.retention.incidents, None, "0 keeps forever");
+        assert_eq!(
+            settings.retention.rejected_events,
+            Some(Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(settings.retention.batch_size, 50);
         assert!(error_of("[reports]\nstor = \"x\"").contains("stor"));
         assert!(error_of("[reports]\nstore = \"ftp://x/y\"").contains("reports.store"));
         assert!(
@@ -735,6 +761,9 @@ mod tests {
             error_of("[reports]\nretry_initial = \"1m\"\nretry_max = \"1s\"")
                 .contains("reports.retry_max")
         );
+        assert!(error_of("[retention]\nincidents = 30").contains("\"30s\""));
+        assert!(error_of("[retention]\nbatch_size = 0").contains("retention.batch_size"));
+        assert!(error_of("[retention]\nkeep = \"1d\"").contains("keep"));
     }
 
     #[test]

@@ -231,15 +231,17 @@ async fn serve<P: PreTriage>(
         ));
     }
     tasks.spawn(reports.clone().upload_loop(token.clone()));
-    if let Some(keep) = settings.workspace_retention {
-        tasks.spawn(crate::retention::prune_loop(
-            queue.clone(),
-            settings.runner.workspace_root.clone(),
-            keep,
-            std::time::Duration::from_secs(3600),
-            token.clone(),
-        ));
-    }
+    tasks.spawn(
+        crate::retention::Retention {
+            queue: queue.clone(),
+            config: settings.retention.clone(),
+            reports: Some(reports.objects().clone()),
+            workspace_root: settings.runner.workspace_root.clone(),
+            workspace_retention: settings.workspace_retention,
+            compile_cache: settings.plugins.as_ref().map(|plugins| plugins.cache_dir()),
+        }
+        .run(token.clone()),
+    );
 
     shutdown.await;
     tracing::info!("shutting down: feeds stop, received messages are committed or spooled");

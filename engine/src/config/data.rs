@@ -1,5 +1,6 @@
 //! The sections about what nightcrier keeps: `[reports]` (where report pages and their files are
-//! stored, how failed uploads are retried). Raw shapes and their validation; every error names its key. Report store
+//! stored, how failed uploads are retried) and `[retention]` (how long ended incidents and dead
+//! letters stay). Raw shapes and their validation; every error names its key. Report store
 //! credentials are never read from the file: they come from the provider's standard environment
 //! variables.
 
@@ -12,6 +13,7 @@ use serde::Deserialize;
 
 use super::units;
 use crate::report::{ReportsConfig, StoreLocation};
+use crate::retention::RetentionConfig;
 
 /// `[reports]`
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +34,28 @@ pub struct RawReports {
     /// The longest wait between tries, e.g. `"10m"` (default 10m).
     #[serde(default, with = "units::duration")]
     pub retry_max: Option<Duration>,
+}
+
+/// `[retention]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    /// How long an ended incident (with its event, plugin runs, executions, reports, report
+    /// files and workspace) is kept after it ended, e.g. `"30d"`; `0` keeps them forever
+    /// (default 30d).
+    #[serde(default, with = "units::duration")]
+    pub incidents: Option<Duration>,
+    /// How long dead letters (`rejected_events`) are kept; `0` keeps them forever (default 30d).
+    #[serde(default, with = "units::duration")]
+    pub rejected_events: Option<Duration>,
+    /// Rows deleted per transaction (default 200).
+    pub batch_size: Option<u64>,
+    /// The pause between two batches, e.g. `"100ms"` (default 100ms).
+    #[serde(default, with = "units::duration")]
+    pub batch_pause: Option<Duration>,
+    /// How often a pass runs, e.g. `"1h"` (default 1h).
+    #[serde(default, with = "units::duration")]
+    pub interval: Option<Duration>,
 }
 
 /// Validates `[reports]`.
@@ -58,6 +82,36 @@ pub(crate) fn reports(raw: &RawReports, data_dir: &Path) -> anyhow::Result<Repor
             "reports.retry_max ({:?}) must not be shorter than reports.retry_initial ({:?})",
             config.retry_max,
             config.retry_initial
+        );
+    }
+    Ok(config)
+}
+
+/// Validates `[retention]`.
+pub(crate) fn retention(raw: &RawRetention) -> anyhow::Result<RetentionConfig> {
+    let defaults = RetentionConfig::default();
+    let keep = |given: Option<Duration>, default: Option<Duration>| match given {
+        Some(keep) if keep.is_zero() => None,
+        Some(keep) => Some(keep),
+        None => default,
+    };
+    let config = RetentionConfig {
+        incidents: keep(raw.incidents, defaults.incidents),
+        rejected_events: keep(raw.rejected_events, defaults.rejected_events),
+        batch_size: raw.batch_size.unwrap_or(defaults.batch_size),
+        batch_pause: raw.batch_pause.unwrap_or(defaults.batch_pause),
+        interval: raw.interval.unwrap_or(defaults.interval),
+    };
+    if !(1..=10_000).contains(&config.batch_size) {
+        bail!(
+            "retention.batch_size must be between 1 and 10000 (got {})",
+            config.batch_size
+        );
+    }
+    if config.interval < Duration::from_secs(1) {
+        bail!(
+            "retention.interval must be at least 1s (got {:?})",
+            config.interval
         );
     }
     Ok(config)
