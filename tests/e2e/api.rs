@@ -207,6 +207,11 @@ async fn one_incident_its_report_and_retry() {
         "0"
     );
     assert!(doc["reports"][0].get("report_markdown").is_none());
+    assert_eq!(
+        doc["reports"][0]["upload_pending"], false,
+        "a report kept before the report store has nothing to upload: {doc}"
+    );
+    assert!(doc["reports"][0]["store_uri"].is_null());
 
     let markdown = reqwest::get(format!(
         "http://{}/api/v1/incidents/{id}/report",
