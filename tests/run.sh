@@ -20,6 +20,9 @@ fi
 
 # the fake kubernetes-mcp-server the intake tests talk to (official Python MCP SDK, from PyPI)
 fake_kms_python=$(bash tests/fake-kms/setup.sh)
+# moto in server mode (from PyPI): the S3-compatible server the report store tests upload to;
+# installed here so a missing PyPI fails the run at once (the tests would fail loudly too)
+bash tests/moto/setup.sh >/dev/null
 
 cargo fmt --all -- --check
 cargo fmt --manifest-path plugins/Cargo.toml --all -- --check

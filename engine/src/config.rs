@@ -19,6 +19,7 @@ use nightcrier_agent::{
 use nightcrier_plugin_host::PluginsConfig;
 use serde::Deserialize;
 
+mod data;
 mod feeds;
 
 use crate::queue::WorkerConfig;
@@ -53,6 +54,12 @@ pub struct RawConfig {
     pub clusters: Vec<RawCluster>,
     /// `[plugins]`: the plugin folder, stage policies and per-plugin grants.
     pub plugins: Option<PluginsConfig>,
+    /// `[reports]`: the report store and upload retries.
+    #[serde(default)]
+    pub reports: data::RawReports,
+    /// `[retention]`: how long ended incidents and dead letters are kept.
+    #[serde(default)]
+    pub retention: data::RawRetention,
 }
 
 /// `[database]`
@@ -200,6 +207,10 @@ pub struct Settings {
     pub intake: crate::feed::IntakeSettings,
     /// Names of the profiles written under `[agent.profiles]`.
     pub configured_profiles: Vec<String>,
+    /// The report store and upload retries.
+    pub reports: crate::report::ReportsConfig,
+    /// How long ended incidents and dead letters are kept.
+    pub retention: crate::retention::RetentionConfig,
 }
 
 impl Settings {
@@ -397,6 +408,8 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
 
     let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("data"));
     let intake = feeds::intake(&raw.http, &raw.intake, &data_dir)?;
+    let reports = data::reports(&raw.reports, &data_dir)?;
+    let retention = data::retention(&raw.retention)?;
 
     let mut clusters = BTreeMap::new();
     for (index, cluster) in raw.clusters.into_iter().enumerate() {
@@ -457,6 +470,8 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         ingest: intake.ingest,
         intake: intake.settings,
         configured_profiles: raw.agent.profiles.keys().cloned().collect(),
+        reports,
+        retention,
     })
 }
 
@@ -684,6 +699,71 @@ mod tests {
             "cluster names are checked"
         );
         assert!(error_of("[http]\nlisten = \"nowhere\"").contains("http.listen"));
+    }
+
+    #[test]
+    fn reports_and_retention_have_defaults_and_name_their_mistakes() {
+        let settings = validate(RawConfig::default(), None).unwrap();
+        assert_eq!(
+            settings.reports.store,
+            crate::report::StoreLocation::Local(PathBuf::from("data/reports"))
+        );
+        assert_eq!(
+            settings.retention.incidents,
+            Some(Duration::from_secs(30 * 86400))
+        );
+        assert_eq!(
+            settings.retention.rejected_events,
+            Some(Duration::from_secs(30 * 86400))
+        );
+        let settings = validate(
+            parse(
+                r#"
+                [reports]
+                store = "s3://reports/nightcrier"
+                options = { aws_region = "eu-west-1", aws_endpoint = "http://127.0.0.1:9000" }
+                retry_initial = "1s"
+                retry_max = "1m"
+                artifacts = false
+                [retention]
+                incidents = 0
+                rejected_events = "7d"
+                batch_size = 50
+                batch_pause = "10ms"
+                "#,
+            )
+            .unwrap(),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(
+            settings.reports.store,
+            crate::report::StoreLocation::Url(_)
+        ));
+        assert!(!settings.reports.artifacts);
+        assert_eq!(settings.retention.incidents, None, "0 keeps forever");
+        assert_eq!(
+            settings.retention.rejected_events,
+            Some(Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(settings.retention.batch_size, 50);
+        assert!(error_of("[reports]\nstor = \"x\"").contains("stor"));
+        assert!(error_of("[reports]\nstore = \"ftp://x/y\"").contains("reports.store"));
+        assert!(
+            error_of("[reports]\nstore = \"s3://b\"\noptions = { aws_secret_access_key = \"x\" }")
+                .contains("reports.options.aws_secret_access_key")
+        );
+        assert!(
+            error_of("[reports]\nstore = \"s3://b\"\noptions = { aws_regoin = \"x\" }")
+                .contains("reports.options.aws_regoin")
+        );
+        assert!(
+            error_of("[reports]\nretry_initial = \"1m\"\nretry_max = \"1s\"")
+                .contains("reports.retry_max")
+        );
+        assert!(error_of("[retention]\nincidents = 30").contains("\"30s\""));
+        assert!(error_of("[retention]\nbatch_size = 0").contains("retention.batch_size"));
+        assert!(error_of("[retention]\nkeep = \"1d\"").contains("keep"));
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! - [`config`]: the TOML config file → validated `Settings`.
 //! - [`server`]: `nightcrier serve`: pre-triage, workers, sweeper, container recovery, drain.
 //! - [`triage`]: the stages around the agent: pre-triage (`PreTriage`, `Decision`,
-//!   `PluginPreTriage`) and post-triage (`PostTriage`: plugins, then the stored report).
+//!   `PluginPreTriage`) and post-triage (`PostTriage`: plugins, then the report).
+//! - [`report`]: the report stage: markdown → sanitised HTML page, the `triage_reports` row, the
+//!   report store (a folder, S3, Azure or GCS) with uploads retried until they succeed.
 //! - [`plugin`]: engine ↔ WebAssembly plugin host glue (loading, key-value store, decode).
 //! - [`agent`]: queue ↔ Docker agent runtime glue (`AgentInvestigator`, DB recorders).
 //! - [`cli`]: the `nightcrier` command line.
@@ -31,6 +33,7 @@ pub mod ingest;
 pub mod plugin;
 pub mod queue;
 pub mod replica;
+pub mod report;
 pub mod retention;
 pub mod server;
 pub mod store;

@@ -97,6 +97,18 @@ async fn serve<P: PreTriage>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let queue = Queue::new(store.clone());
+    // the report store is opened first: a bucket that cannot be used stops start-up
+    let report_store = crate::report::ReportStore::open(
+        &settings.reports.store,
+        &settings.reports.options,
+        std::env::vars(),
+    )?;
+    let reports = crate::report::Reports::new(
+        queue.clone(),
+        report_store,
+        settings.reports.clone(),
+        settings.runner.workspace_root.clone(),
+    );
     // Checked and bound first: an exposed listener without tokens, or an address in use, stops
     // start-up before anything runs.
     crate::http::check_exposure(
@@ -207,7 +219,7 @@ async fn serve<P: PreTriage>(
                 system_prompt: settings.system_prompt.clone(),
                 clusters: settings.clusters.clone(),
             },
-            PostTriage::new(store.clone(), plugins),
+            PostTriage::new(store.clone(), plugins, reports.clone()),
         );
         let resumed = recover(&queue, &runner, &settings, &investigator).await?;
         tasks.spawn(run_workers(
@@ -218,15 +230,18 @@ async fn serve<P: PreTriage>(
             token.clone(),
         ));
     }
-    if let Some(keep) = settings.workspace_retention {
-        tasks.spawn(crate::retention::prune_loop(
-            queue.clone(),
-            settings.runner.workspace_root.clone(),
-            keep,
-            std::time::Duration::from_secs(3600),
-            token.clone(),
-        ));
-    }
+    tasks.spawn(reports.clone().upload_loop(token.clone()));
+    tasks.spawn(
+        crate::retention::Retention {
+            queue: queue.clone(),
+            config: settings.retention.clone(),
+            reports: Some(reports.objects().clone()),
+            workspace_root: settings.runner.workspace_root.clone(),
+            workspace_retention: settings.workspace_retention,
+            compile_cache: settings.plugins.as_ref().map(|plugins| plugins.cache_dir()),
+        }
+        .run(token.clone()),
+    );
 
     shutdown.await;
     tracing::info!("shutting down: feeds stop, received messages are committed or spooled");

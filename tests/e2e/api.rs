@@ -189,6 +189,7 @@ async fn one_incident_its_report_and_retry() {
                 summary: Some("root cause".into()),
                 artifact_uri: None,
                 storage_type: "database".into(),
+                store_uri: None,
             },
             Utc::now(),
         )
@@ -206,6 +207,11 @@ async fn one_incident_its_report_and_retry() {
         "0"
     );
     assert!(doc["reports"][0].get("report_markdown").is_none());
+    assert_eq!(
+        doc["reports"][0]["upload_pending"], false,
+        "a report kept before the report store has nothing to upload: {doc}"
+    );
+    assert!(doc["reports"][0]["store_uri"].is_null());
 
     let markdown = reqwest::get(format!(
         "http://{}/api/v1/incidents/{id}/report",
@@ -227,6 +233,34 @@ async fn one_incident_its_report_and_retry() {
             .unwrap()
             .contains("<script>alert(1)</script>")
     );
+    // a report kept without a page gets one rendered: sanitised, the summary on top
+    let html = reqwest::get(format!(
+        "http://{}/api/v1/incidents/{id}/report?format=html",
+        api.listen
+    ))
+    .await
+    .unwrap();
+    assert_eq!(html.status(), 200);
+    assert!(
+        html.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        html.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let page = html.text().await.unwrap();
+    assert!(!page.contains("<script"), "{page}");
+    assert!(page.contains("root cause"), "{page}");
+    assert!(
+        page.contains("CrashLoop") && page.contains(&id.to_string()),
+        "{page}"
+    );
+    assert!(page.find("CrashLoop").unwrap() < page.find("root cause").unwrap());
     assert_eq!(
         get(&api, &format!("/api/v1/incidents/{}", uuid::Uuid::new_v4()))
             .await

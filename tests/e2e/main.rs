@@ -13,6 +13,7 @@ mod queue;
 mod queue_concurrency;
 mod records;
 mod replicas;
+mod reports;
 mod retention;
 mod serve;
 mod support;

@@ -142,6 +142,7 @@ async fn executions_breakers_plugin_runs_and_reports_round_trip() {
                     summary: Some("OOMKilled".into()),
                     artifact_uri: None,
                     storage_type: "database".into(),
+                    store_uri: None,
                 },
                 now,
             )
@@ -250,6 +251,7 @@ async fn text_with_nul_is_stored_on_both_backends() {
                     summary: Some("\0".into()),
                     artifact_uri: None,
                     storage_type: "database".into(),
+                    store_uri: None,
                 },
                 now,
             )

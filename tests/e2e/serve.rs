@@ -323,6 +323,43 @@ async fn serve_investigates_ingested_events_in_containers() {
         .unwrap();
         assert!(report.contains("config map is missing"));
 
+        // the report store, a local folder by default: the page, the report, the incident and
+        // the workspace's files, by the original's names
+        let kept = dir.path().join("data/reports").join(&crash_id);
+        let page = std::fs::read_to_string(kept.join("investigation.html")).unwrap();
+        assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+        assert!(page.contains("config map is missing") && page.contains("CrashLoop"));
+        assert!(
+            !page.contains("<script") && !page.contains("src="),
+            "{page}"
+        );
+        assert!(
+            std::fs::read_to_string(kept.join("investigation.md"))
+                .unwrap()
+                .contains("config map is missing")
+        );
+        let document: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(kept.join("incident.json")).unwrap()).unwrap();
+        assert_eq!(document["incidentId"], crash_id.as_str());
+        assert!(kept.join("artifacts/prompt-sent.md").is_file());
+        assert!(
+            !kept.join("artifacts/output/investigation.md").exists(),
+            "the report is kept once, as post-triage left it"
+        );
+        let show: serde_json::Value = serde_json::from_slice(
+            &cli(&config, &["incidents", "show", &crash_id, "--json"]).stdout,
+        )
+        .unwrap();
+        let kept_row = &show["reports"][0];
+        assert_eq!(kept_row["storage_type"], "filesystem", "{show}");
+        assert!(
+            kept_row["store_uri"].as_str().is_some_and(
+                |uri| uri.starts_with("file:///") && uri.ends_with(&format!("{crash_id}/"))
+            ),
+            "{show}"
+        );
+        assert!(!kept_row["uploaded_at"].is_null(), "{show}");
+
         server.stop();
         assert!(
             containers_of(&instance).is_empty(),
@@ -476,6 +513,19 @@ async fn a_killed_nightcrier_reattaches_after_restart_and_completes() {
             !report.contains("hunter2"),
             "post-triage redacted it: {report}"
         );
+        // and the report stage kept it in the store, as for a fresh run
+        assert!(!reports[0]["uploaded_at"].is_null(), "{shown}");
+        let page = dir
+            .path()
+            .join("data/reports")
+            .join(incident["id"].as_str().unwrap())
+            .join("investigation.html");
+        assert!(
+            std::fs::read_to_string(&page).is_ok_and(|page| page.contains("config map is missing")),
+            "{}: {}",
+            db.backend,
+            page.display()
+        );
         let stages: Vec<&str> = shown["pluginRuns"]
             .as_array()
             .unwrap()
@@ -628,7 +678,10 @@ async fn the_agents_own_api_key_never_reaches_logs_tail_or_the_database() {
             ("incidents show", shown.to_string()),
             ("tail", String::from_utf8_lossy(&tail.stdout).into_owned()),
         ];
-        let mut pending = vec![dir.path().join("workspaces").join(&id)];
+        // the workspace, and the report store's copy of the report and its files
+        let kept = dir.path().join("data/reports").join(&id);
+        assert!(kept.join("investigation.html").is_file(), "{}", db.backend);
+        let mut pending = vec![dir.path().join("workspaces").join(&id), kept];
         while let Some(folder) = pending.pop() {
             for entry in std::fs::read_dir(&folder).unwrap().flatten() {
                 let path = entry.path();
@@ -636,7 +689,7 @@ async fn the_agents_own_api_key_never_reaches_logs_tail_or_the_database() {
                     pending.push(path);
                 } else {
                     let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
-                    places.push(("workspace file", format!("{}: {text}", path.display())));
+                    places.push(("file", format!("{}: {text}", path.display())));
                 }
             }
         }
@@ -930,6 +983,18 @@ window_seconds = 600
             "{}: the stored report is redacted: {report}",
             db.backend
         );
+        // the report store holds the redacted report and page, not the agent's own file
+        let kept = dir.path().join("data/reports").join(id);
+        for name in ["investigation.md", "investigation.html"] {
+            let text = std::fs::read_to_string(kept.join(name)).unwrap();
+            assert!(text.contains("config map is missing"), "{name}: {text}");
+            assert!(
+                !text.contains("hunter2"),
+                "{}: {name} is redacted",
+                db.backend
+            );
+        }
+        assert!(!kept.join("artifacts/output/investigation.md").exists());
         let stages: Vec<&str> = show["pluginRuns"]
             .as_array()
             .unwrap()

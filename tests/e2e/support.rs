@@ -136,6 +136,7 @@ pub(crate) fn built_plugins() -> std::path::PathBuf {
 }
 
 pub(crate) mod fake_kms;
+pub(crate) mod moto;
 pub(crate) mod postgres_server;
 pub(crate) mod process;
 pub(crate) mod proxy;

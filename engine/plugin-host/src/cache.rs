@@ -1,4 +1,6 @@
 //! The on-disk cache of precompiled components, keyed by wasmtime version, engine configuration and file hash.
+//! Artefacts live in one folder per wasmtime version (`wasmtime-<version>/<hash>.cwasm`), so that
+//! [`prune_compile_cache`] can drop those of versions no longer in use.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -23,7 +25,40 @@ pub(crate) fn cache_path(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> Pat
     digest.update(WASMTIME_VERSION.as_bytes());
     digest.update(engine_hasher.finish().to_le_bytes());
     digest.update(Sha256::digest(bytes));
-    cache_dir.join(format!("{}.cwasm", hex::encode(digest.finalize())))
+    version_dir(cache_dir).join(format!("{}.cwasm", hex::encode(digest.finalize())))
+}
+
+fn version_dir(cache_dir: &Path) -> PathBuf {
+    cache_dir.join(format!("wasmtime-{WASMTIME_VERSION}"))
+}
+
+/// Removes from `cache_dir` the artefacts of other wasmtime versions (their `wasmtime-<version>`
+/// folders) and those of the flat layout used before versions had folders; returns what was
+/// removed. A process still running an older version keeps the components it loaded (they are
+/// mapped in memory) and compiles again only if it restarts. Other files are left alone.
+pub async fn prune_compile_cache(cache_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let mut entries = match tokio::fs::read_dir(cache_dir).await {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(error) => return Err(error),
+    };
+    let current = version_dir(cache_dir);
+    while let Some(entry) = entries.next_entry().await? {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let kind = entry.file_type().await?;
+        if kind.is_dir() && name.starts_with("wasmtime-") && path != current {
+            tokio::fs::remove_dir_all(&path).await?;
+            removed.push(path);
+        } else if kind.is_file() && name.ends_with(".cwasm") {
+            tokio::fs::remove_file(&path).await?;
+            removed.push(path);
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Loads a precompiled artefact that this process (or an earlier one) wrote into the host-owned cache.
@@ -99,4 +134,35 @@ pub(crate) async fn load_component(
         path: source.to_owned(),
         reason: format!("{error:#}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pruning_keeps_only_this_wasmtime_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let current = version_dir(root);
+        std::fs::create_dir_all(&current).unwrap();
+        std::fs::write(current.join("a.cwasm"), b"x").unwrap();
+        std::fs::create_dir_all(root.join("wasmtime-47.0.1")).unwrap();
+        std::fs::write(root.join("wasmtime-47.0.1/b.cwasm"), b"x").unwrap();
+        std::fs::write(root.join("c.cwasm"), b"old layout").unwrap();
+        std::fs::write(root.join("README"), b"the operator's").unwrap();
+        let removed = prune_compile_cache(root).await.unwrap();
+        assert_eq!(
+            removed,
+            [root.join("c.cwasm"), root.join("wasmtime-47.0.1")]
+        );
+        assert!(current.join("a.cwasm").is_file());
+        assert!(root.join("README").is_file());
+        assert!(
+            prune_compile_cache(&root.join("missing"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
 }

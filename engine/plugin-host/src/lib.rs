@@ -60,6 +60,7 @@ mod text;
 mod trap;
 pub use state::{KV_OPS_PER_CALL, KV_WRITE_BYTES_PER_CALL, LOG_LINES_PER_CALL, MAX_RESOURCES};
 
+pub use cache::prune_compile_cache;
 pub use cli::{CheckFailure, PluginList, RefusedPlugin, check_plugin, list_plugins};
 pub use config::{
     BIG_GUEST_BYTES, DEFAULT_KV_MAX_KEYS, DEFAULT_KV_MAX_MIB, DEFAULT_MAX_OUTPUT_KIB,

@@ -17,8 +17,8 @@ use serde::de::{self, Visitor};
 pub mod duration {
     use super::*;
 
-    /// Deserialises `"90s"` into `Some(90 s)`; a bare number is refused, because its unit would
-    /// be a guess.
+    /// Deserialises `"90s"` into `Some(90 s)`; a bare number other than `0` is refused, because
+    /// its unit would be a guess.
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {
@@ -39,6 +39,10 @@ pub mod duration {
         }
 
         fn visit_i64<E: de::Error>(self, number: i64) -> Result<Duration, E> {
+            // zero is zero in every unit ("keep forever" and "off" are written `0`)
+            if number == 0 {
+                return Ok(Duration::ZERO);
+            }
             Err(E::custom(format!(
                 "{number} has no unit; write it as a string with one, such as \"{number}s\""
             )))
@@ -147,6 +151,11 @@ mod tests {
             Some(Duration::from_secs(7 * 86400))
         );
         assert_eq!(sample("cap = 4096").unwrap().cap, Some(4096));
+        assert_eq!(
+            sample("wait = 0").unwrap().wait,
+            Some(Duration::ZERO),
+            "zero needs no unit"
+        );
         let empty = sample("").unwrap();
         assert_eq!((empty.wait, empty.cap), (None, None));
     }

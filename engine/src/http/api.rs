@@ -200,6 +200,11 @@ struct ReportMeta {
     artifact_uri: Option<String>,
     markdown_bytes: usize,
     has_html: bool,
+    store_uri: Option<String>,
+    uploaded_at: Option<DateTime<Utc>>,
+    upload_pending: bool,
+    upload_attempts: i32,
+    upload_error: Option<String>,
 }
 
 async fn incident(
@@ -244,6 +249,11 @@ async fn incident(
             summary: report.summary,
             storage_type: report.storage_type,
             artifact_uri: report.artifact_uri,
+            upload_pending: report.store_uri.is_some() && report.uploaded_at.is_none(),
+            store_uri: report.store_uri,
+            uploaded_at: report.uploaded_at,
+            upload_attempts: report.upload_attempts,
+            upload_error: report.upload_error,
         })
         .collect();
     Ok(axum::Json(serde_json::json!({
@@ -277,11 +287,27 @@ async fn report(
             report.report_markdown,
         )
             .into_response()),
-        "html" => match report.report_html {
-            Some(html) => Ok((
+        "html" => {
+            // a report kept before pages were rendered gets its page now
+            let html = match report.report_html {
+                Some(html) => html,
+                None => {
+                    let incident = cx.queue.get(id).await?;
+                    let event = cx
+                        .queue
+                        .store()
+                        .fault_event(&incident.fault_event_id.to_string())
+                        .await?;
+                    crate::report::render::page(
+                        &crate::report::summary_of(&incident, event.as_ref(), report.generated_at),
+                        &report.report_markdown,
+                    )
+                }
+            };
+            Ok((
                 [
                     (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                    // a stored page is self-contained: it may load nothing and run nothing
+                    // the page is self-contained: it may load nothing and run nothing
                     (
                         header::CONTENT_SECURITY_POLICY,
                         "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
@@ -289,11 +315,8 @@ async fn report(
                 ],
                 html,
             )
-                .into_response()),
-            None => Err(ApiError::not_found(format!(
-                "incident {id}'s report has no HTML rendition"
-            ))),
-        },
+                .into_response())
+        }
         other => Err(ApiError::bad_request(format!(
             "format {other:?} is not markdown or html"
         ))),

@@ -97,8 +97,10 @@ pub struct NewReport {
     pub summary: Option<String>,
     /// Where the artefacts are.
     pub artifact_uri: Option<String>,
-    /// `filesystem`, `database`, …
+    /// `filesystem`, `s3`, `azure`, `gcs`, …
     pub storage_type: String,
+    /// The report's folder in the report store, when it is to be uploaded there.
+    pub store_uri: Option<String>,
 }
 
 async fn kv_upsert(
@@ -384,6 +386,11 @@ impl Store {
                 .map(|summary| storable(summary).into_owned())),
             artifact_uri: Set(report.artifact_uri.clone()),
             storage_type: Set(report.storage_type.clone()),
+            store_uri: Set(report.store_uri.clone()),
+            uploaded_at: Set(None),
+            upload_attempts: Set(0),
+            next_upload_at: Set(report.store_uri.as_ref().map(|_| db_time(now))),
+            upload_error: Set(None),
         }
         .insert(&self.db)
         .await?;
@@ -401,5 +408,65 @@ impl Store {
             .order_by_asc(triage_reports::Column::GeneratedAt)
             .all(&self.db)
             .await?)
+    }
+
+    /// One report by id.
+    pub async fn report(&self, id: Uuid) -> Result<Option<triage_reports::Model>, StoreError> {
+        Ok(triage_reports::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Reports whose upload to the report store is pending and due at `now`, oldest due first,
+    /// at most `limit`.
+    pub async fn due_uploads(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<triage_reports::Model>, StoreError> {
+        use sea_orm::{QueryOrder, QuerySelect};
+        Ok(triage_reports::Entity::find()
+            .filter(triage_reports::Column::StoreUri.is_not_null())
+            .filter(triage_reports::Column::UploadedAt.is_null())
+            .filter(triage_reports::Column::NextUploadAt.lte(db_time(now)))
+            .order_by_asc(triage_reports::Column::NextUploadAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Records that report `id` is in the report store.
+    pub async fn report_uploaded(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
+        triage_reports::ActiveModel {
+            id: Set(id.to_string()),
+            uploaded_at: Set(Some(db_time(now))),
+            next_upload_at: Set(None),
+            upload_error: Set(None),
+            ..Default::default()
+        }
+        .update(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed upload of report `id`: its `attempts` so far, when to try again, and the
+    /// error (which never holds a credential: the store's errors name the object, not the key).
+    pub async fn report_upload_failed(
+        &self,
+        id: Uuid,
+        attempts: i32,
+        next_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        triage_reports::ActiveModel {
+            id: Set(id.to_string()),
+            upload_attempts: Set(attempts),
+            next_upload_at: Set(Some(db_time(next_at))),
+            upload_error: Set(Some(storable(error).into_owned())),
+            ..Default::default()
+        }
+        .update(&self.db)
+        .await?;
+        Ok(())
     }
 }

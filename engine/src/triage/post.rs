@@ -1,6 +1,6 @@
 //! The post-triage stage: after an agent run (fresh or re-attached after a restart), runs the
-//! post-triage plugins on its result (redact, enrich, notify) and stores the report they leave in
-//! `triage_reports`. The report it starts from is the runtime's, with every secret nightcrier
+//! post-triage plugins on its result (redact, enrich, notify) and hands the report they leave to
+//! the report stage ([`crate::report`]). The report it starts from is the runtime's, with every secret nightcrier
 //! handed the agent already masked, so no plugin and no row ever sees one.
 
 use chrono::Utc;
@@ -11,8 +11,9 @@ use uuid::Uuid;
 
 use crate::plugin::wit_incident;
 use crate::queue::Incident;
+use crate::report::{Draft, Reports};
 use crate::store::entity::fault_events;
-use crate::store::{NewPluginRun, NewReport, Store};
+use crate::store::{NewPluginRun, Store};
 
 /// Most characters of the summary line kept with a report.
 const SUMMARY_CHARS: usize = 300;
@@ -22,16 +23,22 @@ const SUMMARY_CHARS: usize = 300;
 pub struct PostTriage {
     store: Store,
     plugins: Option<PluginHost>,
+    reports: Reports,
 }
 
 impl PostTriage {
-    /// A stage writing to `store`, running the post-triage plugins of `plugins`.
-    pub fn new(store: Store, plugins: Option<PluginHost>) -> Self {
-        Self { store, plugins }
+    /// A stage writing to `store`, running the post-triage plugins of `plugins`, handing
+    /// reports to `reports`.
+    pub fn new(store: Store, plugins: Option<PluginHost>, reports: Reports) -> Self {
+        Self {
+            store,
+            plugins,
+            reports,
+        }
     }
 
-    /// Post-triage of one run: the plugin chain over its result, then the report, if any, into
-    /// `triage_reports`. Failures are logged and recorded in `plugin_runs`; they never change
+    /// Post-triage of one run: the plugin chain over its result, then the report, if any, to
+    /// the report stage. Failures are logged and recorded in `plugin_runs`; they never change
     /// the incident's outcome.
     pub async fn finish(&self, incident: &Incident, outcome: &AgentOutcome) {
         let raw = outcome.report.clone().unwrap_or_default();
@@ -100,19 +107,15 @@ impl PostTriage {
                     .display()
                     .to_string()
             });
-        let report = NewReport {
-            incident_id: incident.id,
+        let draft = Draft {
             execution_id,
             markdown,
-            html: None,
             structured,
             summary,
             artifact_uri: artifact,
-            storage_type: "filesystem".into(),
+            outcome: Some((outcome.status.as_str().to_owned(), outcome.completed_at)),
         };
-        if let Err(error) = self.store.insert_report(&report, Utc::now()).await {
-            tracing::error!(incident_id = %incident.id, error = %error, "could not store the report");
-        }
+        self.reports.keep(incident, draft).await;
     }
 }
 

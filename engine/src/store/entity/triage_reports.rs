@@ -17,6 +17,11 @@ pub struct Model {
     pub summary: Option<String>,
     pub artifact_uri: Option<String>,
     pub storage_type: String,
+    pub store_uri: Option<String>,
+    pub uploaded_at: Option<DateTimeUtc>,
+    pub upload_attempts: i32,
+    pub next_upload_at: Option<DateTimeUtc>,
+    pub upload_error: Option<String>,
 }
 
 #[allow(missing_docs)]
