@@ -174,8 +174,15 @@ async fn three_replicas_hold_each_cluster_once_and_take_over_from_a_dead_one() {
     for replica in &replicas {
         spread.push(active_feeds(replica).await);
     }
-    assert_eq!(spread.iter().sum::<usize>(), CLUSTERS, "after settling: {spread:?}");
-    assert!(spread.iter().all(|held| (3..=17).contains(held)), "after settling: {spread:?}");
+    assert_eq!(
+        spread.iter().sum::<usize>(),
+        CLUSTERS,
+        "after settling: {spread:?}"
+    );
+    assert!(
+        spread.iter().all(|held| (3..=17).contains(held)),
+        "after settling: {spread:?}"
+    );
 
     // kill -9 of one replica: its clusters come back on the others within lease + backoff
     let victim_held = active_feeds(&replicas[0]).await;
