@@ -16,7 +16,7 @@ use wasmtime::{
 
 use crate::bindings::post_triage::{PostTriage, PostTriagePre};
 use crate::bindings::pre_triage::{PreTriage, PreTriagePre};
-use crate::bindings::source::nightcrier::plugin::host as host_interface;
+use crate::bindings::source::nightcrier::plugin0_1_1::host as host_interface;
 use crate::bindings::source::{Source, SourcePre};
 use crate::config::{
     BIG_GUEST_BYTES, DEFAULT_RECYCLE_AFTER_CALLS, FailurePolicy, Limits, MAX_MEMORY_MIB,
@@ -494,6 +494,27 @@ impl PluginHost {
         ))
     }
 
+    /// The import and export names of a component file, compiled as loading does (for
+    /// `plugins check` to say what a refused file asks for); `None` when it cannot be compiled.
+    pub(crate) async fn component_names(&self, path: &Path) -> Option<(Vec<String>, Vec<String>)> {
+        let bytes = tokio::fs::read(path).await.ok()?;
+        let engine = &self.inner.engine;
+        let component =
+            crate::cache::load_component(engine, &self.inner.config.cache_dir(), path, bytes)
+                .await
+                .ok()?;
+        let component_type = component.component_type();
+        let imports = component_type
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let exports = component_type
+            .exports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        Some((imports, exports))
+    }
+
     /// Every loaded plugin, ordered by id.
     pub fn plugins(&self) -> Vec<PluginSummary> {
         self.inner
@@ -552,7 +573,7 @@ impl PluginHost {
                     return (instance, Err(wrong_world_trap()));
                 };
                 let result = bindings
-                    .nightcrier_plugin_event_source()
+                    .nightcrier_plugin0_1_1_event_source()
                     .call_decode(&mut instance.store, envelope)
                     .await;
                 (instance, result)
@@ -583,7 +604,7 @@ impl PluginHost {
                     return (instance, Err(wrong_world_trap()));
                 };
                 let result = bindings
-                    .nightcrier_plugin_pre_triage_processor()
+                    .nightcrier_plugin0_1_1_pre_triage_processor()
                     .call_pre_triage(&mut instance.store, incident)
                     .await;
                 (instance, result)
@@ -611,7 +632,7 @@ impl PluginHost {
                     return (instance, Err(wrong_world_trap()));
                 };
                 let result = bindings
-                    .nightcrier_plugin_post_triage_processor()
+                    .nightcrier_plugin0_1_1_post_triage_processor()
                     .call_post_triage(&mut instance.store, incident, agent_result)
                     .await;
                 (instance, result)
@@ -1082,7 +1103,7 @@ impl Inner {
                             return (instance, Err(wrong_world_trap()));
                         };
                         let result = bindings
-                            .nightcrier_plugin_event_source()
+                            .nightcrier_plugin0_1_1_event_source()
                             .call_describe(&mut instance.store)
                             .await;
                         (instance, result)
@@ -1097,7 +1118,7 @@ impl Inner {
                             return (instance, Err(wrong_world_trap()));
                         };
                         let result = bindings
-                            .nightcrier_plugin_pre_triage_processor()
+                            .nightcrier_plugin0_1_1_pre_triage_processor()
                             .call_describe(&mut instance.store)
                             .await;
                         (instance, result)
@@ -1112,7 +1133,7 @@ impl Inner {
                             return (instance, Err(wrong_world_trap()));
                         };
                         let result = bindings
-                            .nightcrier_plugin_post_triage_processor()
+                            .nightcrier_plugin0_1_1_post_triage_processor()
                             .call_describe(&mut instance.store)
                             .await;
                         (instance, result)

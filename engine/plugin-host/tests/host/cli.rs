@@ -53,7 +53,7 @@ async fn list_shows_worlds_versions_and_capabilities_as_table_and_json() {
         json["plugins"][2]["requested"]["outbound_hosts"][0],
         "https://hooks.slack.com:443"
     );
-    assert_eq!(json["plugins"][1]["wit_version"], "0.1.0");
+    assert_eq!(json["plugins"][1]["wit_version"], "0.1.1");
     assert_eq!(json["refused"].as_array().unwrap().len(), 1);
 }
 
@@ -73,9 +73,8 @@ async fn check_passes_good_plugins_and_lists_every_reason_for_bad_ones() {
     let failure = check_plugin(&folder.dir.path().join("wrong.wasm"), &folder.config)
         .await
         .unwrap_err();
-    assert_eq!(failure.reasons.len(), 1, "{failure}");
     assert!(
-        failure.to_string().contains("wrong.wasm")
+        failure.reasons[0].contains("wrong.wasm")
             && failure.to_string().contains("fits no plugin world"),
         "{failure}"
     );
@@ -96,6 +95,50 @@ async fn check_passes_good_plugins_and_lists_every_reason_for_bad_ones() {
     .unwrap();
     let failure = check_plugin(&slack, &config).await.unwrap_err();
     assert!(failure.reasons[0].contains("allowed_hosts"), "{failure}");
+}
+
+/// A refused file is told what it imports that the host does not offer, what it exports that the
+/// host would call, and which contract versions the host accepts.
+#[tokio::test]
+async fn check_names_unoffered_imports_uncalled_exports_and_accepted_versions() {
+    let folder = folder(
+        &[
+            ("fixtures/hostile-wit-major.wasm", "future.wasm"),
+            ("fixtures/hostile-wrong-world.wasm", "wrong.wasm"),
+        ],
+        "",
+    );
+    let failure = check_plugin(&folder.dir.path().join("future.wasm"), &folder.config)
+        .await
+        .unwrap_err();
+    let text = failure.to_string();
+    assert!(
+        failure.reasons.iter().any(|reason| reason
+            == "it imports what this host does not offer: nightcrier:plugin/alerts@1.0.0"),
+        "{text}"
+    );
+    assert!(
+        failure.reasons.iter().any(|reason| reason
+            == "it exports nothing this host calls: nightcrier:plugin/pre-triage-processor@1.0.0"),
+        "{text}"
+    );
+    assert!(
+        failure.reasons.iter().any(|reason| reason.starts_with(
+            "this host accepts components built against nightcrier:plugin@0.1.x (released and frozen: 0.1.0; current: 0.1.1)"
+        )),
+        "{text}"
+    );
+    let failure = check_plugin(&folder.dir.path().join("wrong.wasm"), &folder.config)
+        .await
+        .unwrap_err();
+    assert!(
+        failure
+            .reasons
+            .iter()
+            .any(|reason| reason == "it exports nothing this host calls: acme:other/greeter@0.1.0"),
+        "{failure}"
+    );
+    assert!(!failure.to_string().contains("does not offer"), "{failure}");
 }
 
 /// `plugins check` applies the identity rule: a mismatched describe name, and another file of the

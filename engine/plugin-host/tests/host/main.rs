@@ -1,6 +1,7 @@
 //! Integration tests of the plugin host against the real plugins built by `plugins/build.sh`.
 
 mod cli;
+mod contract;
 mod hostile;
 mod loading;
 mod slack;

@@ -26,7 +26,7 @@ async fn kubernetes_mcp_declares_its_feed_and_decodes_faults() {
     assert!(refused.is_empty(), "{refused:?}");
     let summary = host.plugin("kubernetes-mcp").unwrap();
     assert_eq!(summary.world, World::Source);
-    assert_eq!(summary.wit_version, "0.1.0");
+    assert_eq!(summary.wit_version, "0.1.1");
     let Some(Feed::Mcp(feed)) = summary.feed else {
         panic!("expected an MCP feed, got {:?}", summary.feed)
     };
