@@ -34,6 +34,8 @@
 //! list_plugins(&PluginsConfig).await -> anyhow::Result<PluginList>        // .to_table() / .to_json()
 //! check_plugin(&Path, &PluginsConfig).await -> Result<PluginSummary, CheckFailure>   // Err => non-zero exit
 //!                                                      // (a refused file: what it imports/exports that the host lacks, accepted versions)
+//! run_plugin(&RunOptions { path, input, plugin_config, kv, config }).await -> RunReport  // one call, as serve makes it
+//!                                                      // report.error set => non-zero exit; .to_json()
 //! new_plugin(&NewPluginOptions { name, kind: World, lang: PluginLang, parent_dir }) -> anyhow::Result<NewPlugin>
 //! // `World` and `PluginLang` implement FromStr ("source" | "pre-triage" | "post-triage", "rust" | "python").
 //!
@@ -51,6 +53,7 @@ mod config;
 mod detect;
 mod error;
 mod kv;
+mod run;
 mod runtime;
 mod scaffold;
 mod size;
@@ -76,6 +79,7 @@ pub use kv::{
     KvFuture, KvStore, KvStoreError, KvUsage, KvWrite, MAX_KEY_BYTES, MAX_VALUE_BYTES,
     MemoryKvStore,
 };
+pub use run::{KvChange, LoggedLine, RunOptions, RunReport, default_config_for, run_plugin};
 pub use runtime::{CapabilitySet, PluginHost, PluginSummary, PostTriageVerdict, PreTriageVerdict};
 pub use scaffold::{NewPlugin, NewPluginOptions, PluginLang, new_plugin};
 pub use stats::CallStats;

@@ -25,6 +25,7 @@ use crate::config::{
 use crate::detect::{World, detect};
 use crate::error::{CallError, LoadError, MissingGrant};
 use crate::kv::{KvStore, PendingWrites};
+use crate::run::LogTap;
 use crate::size::OutputSize;
 use crate::state::{HostPattern, PluginState, StateSeed};
 use crate::trap::{Failure, classify};
@@ -202,6 +203,8 @@ struct Inner {
     kv: Arc<dyn KvStore>,
     plugins: BTreeMap<String, Arc<LoadedPlugin>>,
     permits: Semaphore,
+    /// Where `host.log` lines also go (`plugins run` only).
+    log_tap: Option<LogTap>,
     _ticker: Ticker,
 }
 
@@ -434,6 +437,16 @@ impl PluginHost {
         kv: Arc<dyn KvStore>,
         files: &[PathBuf],
     ) -> anyhow::Result<(PluginHost, Vec<LoadError>)> {
+        Self::load_files_tapped(config, kv, files, None).await
+    }
+
+    /// [`PluginHost::load_files`], also handing every `host.log` line to `log_tap` (`plugins run`).
+    pub(crate) async fn load_files_tapped(
+        config: PluginsConfig,
+        kv: Arc<dyn KvStore>,
+        files: &[PathBuf],
+        log_tap: Option<LogTap>,
+    ) -> anyhow::Result<(PluginHost, Vec<LoadError>)> {
         let engine = Engine::new(&engine_config()?)
             .map_err(|error| anyhow::anyhow!("failed to create the wasmtime engine: {error:#}"))?;
         let linker = build_linker(&engine)?;
@@ -445,6 +458,7 @@ impl PluginHost {
             kv,
             plugins: BTreeMap::new(),
             permits: Semaphore::new(MAX_INSTANCES),
+            log_tap,
             _ticker: ticker,
         };
         let mut refused = Vec::new();
@@ -1020,12 +1034,11 @@ impl Inner {
             }
         };
         let limits = Limits::new(detected.world, config);
-        let seed = StateSeed::new(id, config, &limits, self.kv.clone()).map_err(|reason| {
-            LoadError::Link {
+        let seed = StateSeed::new(id, config, &limits, self.kv.clone(), self.log_tap.clone())
+            .map_err(|reason| LoadError::Link {
                 path: path.to_owned(),
                 reason: format!("invalid grants for plugin {id}: {reason}"),
-            }
-        })?;
+            })?;
         let reuse = config
             .reuse_instances
             .unwrap_or(file_bytes > BIG_GUEST_BYTES);

@@ -4,6 +4,7 @@ mod cli;
 mod contract;
 mod hostile;
 mod loading;
+mod run;
 mod slack;
 mod support;
 mod worlds;
