@@ -167,7 +167,7 @@ pub enum PluginsAction {
         /// `source`, `pre-triage` or `post-triage`.
         #[arg(long)]
         kind: nightcrier_plugin_host::World,
-        /// `rust` or `python`.
+        /// `rust`, `python` or `c`.
         #[arg(long, default_value = "rust")]
         lang: nightcrier_plugin_host::PluginLang,
         /// Folder in which the project folder is created.

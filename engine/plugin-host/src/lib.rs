@@ -37,7 +37,7 @@
 //! run_plugin(&RunOptions { path, input, plugin_config, kv, config }).await -> RunReport  // one call, as serve makes it
 //!                                                      // report.error set => non-zero exit; .to_json()
 //! new_plugin(&NewPluginOptions { name, kind: World, lang: PluginLang, parent_dir }) -> anyhow::Result<NewPlugin>
-//! // `World` and `PluginLang` implement FromStr ("source" | "pre-triage" | "post-triage", "rust" | "python").
+//! // `World` and `PluginLang` implement FromStr ("source" | "pre-triage" | "post-triage", "rust" | "python" | "c").
 //!
 //! // Showing plugin- or feed-supplied text in a log line or on a terminal:
 //! escape_untrusted(&str) -> Cow<str>   // controls, separators, bidi escaped; plain text borrowed

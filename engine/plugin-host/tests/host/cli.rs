@@ -184,11 +184,12 @@ fn run(command: &mut Command) {
 
 async fn scaffold_builds_and_passes_check(lang: PluginLang, kind: World) {
     let parent = tempfile::tempdir().unwrap();
-    let name = format!(
-        "my-{}-{}",
-        kind.as_str(),
-        if lang == PluginLang::Rust { "rs" } else { "py" }
-    );
+    let suffix = match lang {
+        PluginLang::Rust => "rs",
+        PluginLang::Python => "py",
+        PluginLang::C => "c",
+    };
+    let name = format!("my-{}-{suffix}", kind.as_str());
     let created = new_plugin(&NewPluginOptions {
         name: name.clone(),
         kind,
@@ -196,39 +197,34 @@ async fn scaffold_builds_and_passes_check(lang: PluginLang, kind: World) {
         parent_dir: parent.path().to_owned(),
     })
     .unwrap();
+    assert_eq!(created.build_command, "./build.sh");
     let target = built();
+    // The one build command, as an author runs it; only caches are shared across runs: the Rust
+    // dependencies, the pip downloads, and the pinned C tools plugins/build.sh installed.
+    let mut build = Command::new("bash");
+    build
+        .arg(created.dir.join("build.sh"))
+        .current_dir(&created.dir);
     match lang {
-        PluginLang::Rust => run(Command::new("cargo")
-            .args(["build", "--release", "--quiet"])
-            .current_dir(&created.dir)
-            // Shared across runs so the scaffold's dependencies compile once.
-            .env("CARGO_TARGET_DIR", target.join("scaffold"))),
-        PluginLang::Python => run(Command::new("bash")
-            .arg("build.sh")
-            .current_dir(&created.dir)
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    target.join("venv/bin").display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )),
-    }
-    let output = match lang {
-        PluginLang::Rust => target
-            .join("scaffold/wasm32-wasip2/release")
-            .join(format!("{}.wasm", name.replace('-', "_"))),
-        PluginLang::Python => created.output.clone(),
+        PluginLang::Rust => build.env("CARGO_TARGET_DIR", target.join("scaffold")),
+        PluginLang::Python => build.env_remove("VIRTUAL_ENV"),
+        PluginLang::C => build.env("NIGHTCRIER_PLUGIN_TOOLS", target.join("tools")),
     };
-    assert!(output.is_file(), "{} not built", output.display());
+    run(&mut build);
+    assert!(
+        created.output.is_file(),
+        "{} not built",
+        created.output.display()
+    );
     let config = PluginsConfig::from_toml(&format!(
         "dir = {:?}\ncache_dir = {:?}\n",
-        parent.path(),
+        created.dir,
         shared_cache()
     ))
     .unwrap();
-    let summary = check_plugin(Path::new(&output), &config).await.unwrap();
+    let summary = check_plugin(Path::new(&created.output), &config)
+        .await
+        .unwrap();
     assert_eq!(
         (summary.name.as_str(), summary.world),
         (name.as_str(), kind)
@@ -242,7 +238,15 @@ async fn rust_scaffolds_of_every_kind_build_and_pass_check() {
     }
 }
 
+/// The Python scaffold's build makes its own venv with the pinned componentize-py.
 #[tokio::test]
 async fn python_scaffold_builds_and_passes_check() {
     scaffold_builds_and_passes_check(PluginLang::Python, World::PostTriage).await;
+}
+
+#[tokio::test]
+async fn c_scaffolds_of_every_kind_build_and_pass_check() {
+    for kind in [World::Source, World::PreTriage, World::PostTriage] {
+        scaffold_builds_and_passes_check(PluginLang::C, kind).await;
+    }
 }
