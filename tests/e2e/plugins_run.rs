@@ -40,7 +40,11 @@ fn plugins_run_calls_each_world_once_and_fails_loudly_on_a_trap() {
         ("dedup", "pre-triage.json", "pre-triage"),
         ("redact-secrets", "post-triage.json", "post-triage"),
     ] {
-        let file = copy(dir.path(), &format!("{plugin}.wasm"), &format!("{plugin}.wasm"));
+        let file = copy(
+            dir.path(),
+            &format!("{plugin}.wasm"),
+            &format!("{plugin}.wasm"),
+        );
         let input = sample(input);
         let out = nightcrier(
             dir.path(),

@@ -322,7 +322,7 @@ async fn run_into(options: &RunOptions, id: &str, report: &mut RunReport) -> Res
     let (host, refused) = PluginHost::load_files_tapped(
         config,
         kv.clone(),
-        &[options.path.clone()],
+        std::slice::from_ref(&options.path),
         Some(tap.clone()),
     )
     .await

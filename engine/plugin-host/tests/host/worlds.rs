@@ -243,11 +243,18 @@ async fn c_maintenance_window_skips_listed_namespaces_while_open() {
     assert!(refused.is_empty(), "{refused:?}");
     let summary = host.plugin("maintenance-window").unwrap();
     assert_eq!(
-        (summary.world, summary.version.as_str(), summary.wit_version.as_str()),
+        (
+            summary.world,
+            summary.version.as_str(),
+            summary.wit_version.as_str()
+        ),
         (World::PreTriage, "0.1.0", "0.1.1")
     );
     let decision = host
-        .pre_triage("maintenance-window", &incident(Some("shop"), Severity::Critical))
+        .pre_triage(
+            "maintenance-window",
+            &incident(Some("shop"), Severity::Critical),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -256,7 +263,10 @@ async fn c_maintenance_window_skips_listed_namespaces_while_open() {
     );
     for namespace in [Some("payments"), None] {
         let decision = host
-            .pre_triage("maintenance-window", &incident(namespace, Severity::Critical))
+            .pre_triage(
+                "maintenance-window",
+                &incident(namespace, Severity::Critical),
+            )
             .await
             .unwrap();
         let Decision::Proceed(patch) = decision else {
@@ -276,7 +286,10 @@ async fn c_maintenance_window_skips_listed_namespaces_while_open() {
     )
     .await;
     let decision = host
-        .pre_triage("maintenance-window", &incident(Some("shop"), Severity::Critical))
+        .pre_triage(
+            "maintenance-window",
+            &incident(Some("shop"), Severity::Critical),
+        )
         .await
         .unwrap();
     assert!(matches!(decision, Decision::Proceed(_)), "{decision:?}");
@@ -288,7 +301,10 @@ async fn c_maintenance_window_skips_listed_namespaces_while_open() {
     )
     .await;
     let error = host
-        .pre_triage("maintenance-window", &incident(Some("shop"), Severity::Critical))
+        .pre_triage(
+            "maintenance-window",
+            &incident(Some("shop"), Severity::Critical),
+        )
         .await
         .unwrap_err();
     assert!(
