@@ -141,6 +141,25 @@ pub enum PluginsAction {
         /// The `.wasm` file.
         path: PathBuf,
     },
+    /// Call a plugin's entry point once, as `serve` would (same sandbox and limits, the grants
+    /// of the config file), on a JSON input: an envelope (source), an incident (pre-triage) or
+    /// `{"incident": …, "agent_result": …}` (post-triage); samples in examples/plugin-inputs/.
+    /// Prints the result, the plugin's log lines, its key-value writes and the time taken as
+    /// JSON; exits non-zero on a trap, a limit or an error, with the reason.
+    Run {
+        /// The `.wasm` file.
+        path: PathBuf,
+        /// The input, a JSON file.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// The plugin's own configuration (what `get-config` returns) as a JSON object; replaces
+        /// `[plugins.plugin.<id>.config]` of the config file. (`--config` names the config file.)
+        #[arg(long, value_name = "JSON")]
+        plugin_config: Option<String>,
+        /// The plugin's key-value store before the call: a JSON file of key to string value.
+        #[arg(long, value_name = "FILE")]
+        kv: Option<PathBuf>,
+    },
     /// Create a plugin project that builds as generated and passes `plugins check`.
     New {
         /// Plugin name: lower-case letters, digits and dashes.
@@ -148,7 +167,7 @@ pub enum PluginsAction {
         /// `source`, `pre-triage` or `post-triage`.
         #[arg(long)]
         kind: nightcrier_plugin_host::World,
-        /// `rust` or `python`.
+        /// `rust`, `python` or `c`.
         #[arg(long, default_value = "rust")]
         lang: nightcrier_plugin_host::PluginLang,
         /// Folder in which the project folder is created.
@@ -425,6 +444,40 @@ async fn plugins(
                             escape_untrusted(&format!("{}: {reason}", failure.path.display()))
                         );
                     }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        PluginsAction::Run {
+            path,
+            input,
+            plugin_config,
+            kv,
+        } => {
+            let input = tokio::fs::read_to_string(&input)
+                .await
+                .with_context(|| format!("failed to read the input {}", input.display()))?;
+            let kv = match kv {
+                Some(file) => Some(tokio::fs::read_to_string(&file).await.with_context(|| {
+                    format!("failed to read the key-value file {}", file.display())
+                })?),
+                None => None,
+            };
+            let config =
+                configured.unwrap_or_else(|| nightcrier_plugin_host::default_config_for(&path));
+            let report = nightcrier_plugin_host::run_plugin(&nightcrier_plugin_host::RunOptions {
+                path,
+                input,
+                plugin_config,
+                kv,
+                config,
+            })
+            .await;
+            writeln!(out, "{}", report.to_json())?;
+            match &report.error {
+                None => Ok(ExitCode::SUCCESS),
+                Some(reason) => {
+                    eprintln!("error: {}", escape_untrusted(reason));
                     Ok(ExitCode::FAILURE)
                 }
             }

@@ -9,6 +9,7 @@ mod ingest;
 mod intake;
 mod migrations;
 mod plugins;
+mod plugins_run;
 mod queue;
 mod queue_concurrency;
 mod records;

@@ -20,8 +20,8 @@ pub(crate) mod pre_triage {
         exports: { default: async },
         additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
         with: {
-            "nightcrier:plugin/types": super::source::nightcrier::plugin::types,
-            "nightcrier:plugin/host": super::source::nightcrier::plugin::host,
+            "nightcrier:plugin/types": super::source::nightcrier::plugin0_1_1::types,
+            "nightcrier:plugin/host": super::source::nightcrier::plugin0_1_1::host,
         },
     });
 }
@@ -34,8 +34,8 @@ pub(crate) mod post_triage {
         exports: { default: async },
         additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
         with: {
-            "nightcrier:plugin/types": super::source::nightcrier::plugin::types,
-            "nightcrier:plugin/host": super::source::nightcrier::plugin::host,
+            "nightcrier:plugin/types": super::source::nightcrier::plugin0_1_1::types,
+            "nightcrier:plugin/host": super::source::nightcrier::plugin0_1_1::host,
             "wasi:http": wasmtime_wasi_http::p2::bindings::http,
             "wasi:io": wasmtime_wasi::p2::bindings::io,
             "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::config::PluginsConfig;
+use crate::detect::{accepted_contract, export_called, import_offered};
 use crate::error::LoadError;
 use crate::kv::MemoryKvStore;
 use crate::runtime::{PluginHost, PluginSummary, plugin_identity};
@@ -151,6 +152,18 @@ pub async fn check_plugin(
     .await
     .map_err(|error| failure(vec![format!("{error:#}")]))?;
     let mut reasons: Vec<String> = refused.iter().map(ToString::to_string).collect();
+    let contract_refusal = refused.iter().any(|error| {
+        matches!(
+            error,
+            LoadError::NoWorld { .. }
+                | LoadError::UnsupportedVersion { .. }
+                | LoadError::Link { .. }
+        )
+    });
+    if contract_refusal && let Some((imports, exports)) = host.component_names(path).await {
+        reasons.extend(contract_mismatch(&imports, &exports));
+        reasons.push(accepted_contract());
+    }
     if let Some(duplicate) = same_plugin_beside(path).await {
         reasons.push(duplicate.to_string());
     }
@@ -169,6 +182,34 @@ pub async fn check_plugin(
         Some(summary) if reasons.is_empty() => Ok(summary),
         _ => Err(failure(reasons)),
     }
+}
+
+/// What a refused component imports that the host does not offer, and what it exports when the
+/// host calls none of it (one line each).
+fn contract_mismatch(imports: &[String], exports: &[String]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let missing: Vec<&str> = imports
+        .iter()
+        .filter(|name| !import_offered(name))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        lines.push(format!(
+            "it imports what this host does not offer: {}",
+            missing.join(", ")
+        ));
+    }
+    if !exports.iter().any(|name| export_called(name)) {
+        lines.push(format!(
+            "it exports nothing this host calls: {}",
+            if exports.is_empty() {
+                "no exports".to_owned()
+            } else {
+                exports.join(", ")
+            }
+        ));
+    }
+    lines
 }
 
 /// The refusal `serve` would give `path` because other files in its folder are the same plugin.
@@ -202,6 +243,37 @@ mod tests {
     use super::*;
     use crate::World;
     use crate::runtime::CapabilitySet;
+
+    #[test]
+    fn mismatch_names_unoffered_imports_and_uncalled_exports() {
+        let names = |list: &[&str]| {
+            list.iter()
+                .map(|name| (*name).to_owned())
+                .collect::<Vec<_>>()
+        };
+        let lines = contract_mismatch(
+            &names(&[
+                "wasi:io/streams@0.2.3",
+                "nightcrier:plugin/host@0.2.0",
+                "acme:other/greeter@0.1.0",
+            ]),
+            &names(&["nightcrier:plugin/pre-triage-processor@0.2.0"]),
+        );
+        assert_eq!(
+            lines,
+            [
+                "it imports what this host does not offer: nightcrier:plugin/host@0.2.0, acme:other/greeter@0.1.0",
+                "it exports nothing this host calls: nightcrier:plugin/pre-triage-processor@0.2.0",
+            ]
+        );
+        assert!(
+            contract_mismatch(
+                &names(&["nightcrier:plugin/host@0.1.0"]),
+                &names(&["nightcrier:plugin/event-source@0.1.0"])
+            )
+            .is_empty()
+        );
+    }
 
     #[test]
     fn table_lists_plugins_and_refusals() {

@@ -11,9 +11,82 @@ use crate::error::LoadError;
 /// The WIT package every plugin exports from.
 pub const WIT_PACKAGE: &str = "nightcrier:plugin";
 /// The WIT version this engine is built against.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";
 /// Versions this engine accepts (see `wit/README.md`).
 pub const SUPPORTED_WIT_VERSIONS: &str = "0.1.x";
+/// Released contract versions frozen under `wit/deps/` and kept loading (tested with fixtures
+/// built against each), oldest first; [`WIT_VERSION`] is the one being worked on.
+pub const FROZEN_WIT_VERSIONS: &[&str] = &["0.1.0"];
+
+/// WASI preview 2 interfaces the host links (`wasmtime-wasi` p2 and the outgoing half of
+/// `wasi:http`), without their version: every `0.2.x` is accepted.
+const OFFERED_WASI: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/ip-name-lookup",
+    "wasi:http/types",
+    "wasi:http/outgoing-handler",
+];
+
+/// The contract interfaces the host offers to plugins (imports), without their version.
+const OFFERED_CONTRACT: &[&str] = &["host", "types"];
+
+/// Whether the host links an import of this name (an interface at a version it accepts). An
+/// offered name can still fail to link when its functions differ; the linker's error says so.
+pub(crate) fn import_offered(name: &str) -> bool {
+    if let Some((interface, version)) = parse_export(name) {
+        return OFFERED_CONTRACT.contains(&interface) && version_supported(version);
+    }
+    match name.split_once('@') {
+        Some((interface, version)) => {
+            OFFERED_WASI.contains(&interface) && version.starts_with("0.2.")
+        }
+        None => false,
+    }
+}
+
+/// Whether the host calls an export of this name: one of the three plugin interfaces at a
+/// version it accepts.
+pub(crate) fn export_called(name: &str) -> bool {
+    parse_export(name).is_some_and(|(interface, version)| {
+        World::from_interface(interface).is_some() && version_supported(version)
+    })
+}
+
+/// What the host accepts, in words, for `plugins check`.
+pub fn accepted_contract() -> String {
+    format!(
+        "this host accepts components built against {WIT_PACKAGE}@{SUPPORTED_WIT_VERSIONS} \
+         (released and frozen: {}; current: {WIT_VERSION}) that export one of \
+         {WIT_PACKAGE}/event-source, {WIT_PACKAGE}/pre-triage-processor or \
+         {WIT_PACKAGE}/post-triage-processor, and import only {WIT_PACKAGE}/host and WASI 0.2.x",
+        FROZEN_WIT_VERSIONS.join(", ")
+    )
+}
 
 /// The three plugin worlds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -177,6 +250,31 @@ mod tests {
                 &names(&["nightcrier:plugin/event-source@0.2.0"])
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn knows_what_it_offers_and_calls() {
+        assert!(import_offered("nightcrier:plugin/host@0.1.0"));
+        assert!(import_offered("nightcrier:plugin/host@0.1.7"));
+        assert!(!import_offered("nightcrier:plugin/host@0.2.0"));
+        assert!(!import_offered("nightcrier:plugin/alerts@0.1.1"));
+        assert!(import_offered("wasi:io/streams@0.2.0"));
+        assert!(import_offered("wasi:http/outgoing-handler@0.2.12"));
+        assert!(!import_offered("wasi:http/incoming-handler@0.2.12"));
+        assert!(!import_offered("wasi:io/streams@0.3.0"));
+        assert!(!import_offered("acme:other/greeter@0.1.0"));
+        assert!(export_called(
+            "nightcrier:plugin/pre-triage-processor@0.1.0"
+        ));
+        assert!(!export_called(
+            "nightcrier:plugin/pre-triage-processor@1.0.0"
+        ));
+        assert!(!export_called("wasi:cli/run@0.2.0"));
+        let words = accepted_contract();
+        assert!(
+            words.contains("0.1.x") && words.contains("0.1.0"),
+            "{words}"
         );
     }
 

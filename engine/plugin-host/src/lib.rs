@@ -33,8 +33,11 @@
 //! // CLI (`nightcrier plugins ...`), plain functions:
 //! list_plugins(&PluginsConfig).await -> anyhow::Result<PluginList>        // .to_table() / .to_json()
 //! check_plugin(&Path, &PluginsConfig).await -> Result<PluginSummary, CheckFailure>   // Err => non-zero exit
+//!                                                      // (a refused file: what it imports/exports that the host lacks, accepted versions)
+//! run_plugin(&RunOptions { path, input, plugin_config, kv, config }).await -> RunReport  // one call, as serve makes it
+//!                                                      // report.error set => non-zero exit; .to_json()
 //! new_plugin(&NewPluginOptions { name, kind: World, lang: PluginLang, parent_dir }) -> anyhow::Result<NewPlugin>
-//! // `World` and `PluginLang` implement FromStr ("source" | "pre-triage" | "post-triage", "rust" | "python").
+//! // `World` and `PluginLang` implement FromStr ("source" | "pre-triage" | "post-triage", "rust" | "python" | "c").
 //!
 //! // Showing plugin- or feed-supplied text in a log line or on a terminal:
 //! escape_untrusted(&str) -> Cow<str>   // controls, separators, bidi escaped; plain text borrowed
@@ -50,6 +53,7 @@ mod config;
 mod detect;
 mod error;
 mod kv;
+mod run;
 mod runtime;
 mod scaffold;
 mod size;
@@ -67,12 +71,16 @@ pub use config::{
     DEFAULT_MEMORY_MIB, DEFAULT_RECYCLE_AFTER_CALLS, FailurePolicy, MAX_MEMORY_MIB, PluginConfig,
     PluginsConfig, StageConfig, StagesConfig,
 };
-pub use detect::{SUPPORTED_WIT_VERSIONS, WIT_PACKAGE, WIT_VERSION, World, version_supported};
+pub use detect::{
+    FROZEN_WIT_VERSIONS, SUPPORTED_WIT_VERSIONS, WIT_PACKAGE, WIT_VERSION, World,
+    accepted_contract, version_supported,
+};
 pub use error::{CallError, LoadError, MissingGrant};
 pub use kv::{
     KvFuture, KvStore, KvStoreError, KvUsage, KvWrite, MAX_KEY_BYTES, MAX_VALUE_BYTES,
     MemoryKvStore,
 };
+pub use run::{KvChange, LoggedLine, RunOptions, RunReport, default_config_for, run_plugin};
 pub use runtime::{CapabilitySet, PluginHost, PluginSummary, PostTriageVerdict, PreTriageVerdict};
 pub use scaffold::{NewPlugin, NewPluginOptions, PluginLang, new_plugin};
 pub use stats::CallStats;
@@ -80,14 +88,14 @@ pub use text::escape_untrusted;
 
 /// The WIT records as Rust types (generated from `wit/`).
 pub mod types {
-    pub use crate::bindings::post_triage::exports::nightcrier::plugin::post_triage_processor::Outcome;
-    pub use crate::bindings::pre_triage::exports::nightcrier::plugin::pre_triage_processor::{
+    pub use crate::bindings::post_triage::exports::nightcrier::plugin0_1_1::post_triage_processor::Outcome;
+    pub use crate::bindings::pre_triage::exports::nightcrier::plugin0_1_1::pre_triage_processor::{
         ContextFile, Decision, Patch,
     };
-    pub use crate::bindings::source::exports::nightcrier::plugin::event_source::{
+    pub use crate::bindings::source::exports::nightcrier::plugin0_1_1::event_source::{
         DecodeError, Envelope, Feed, FeedKind, McpFeed, PollFeed, SourceInfo, WebhookFeed,
     };
-    pub use crate::bindings::source::nightcrier::plugin::types::{
+    pub use crate::bindings::source::nightcrier::plugin0_1_1::types::{
         AgentResult, Capabilities, FaultEvent, Incident, PluginError, PluginInfo, ResourceRef,
         Severity,
     };

@@ -16,7 +16,7 @@ use wasmtime::{
 
 use crate::bindings::post_triage::{PostTriage, PostTriagePre};
 use crate::bindings::pre_triage::{PreTriage, PreTriagePre};
-use crate::bindings::source::nightcrier::plugin::host as host_interface;
+use crate::bindings::source::nightcrier::plugin0_1_1::host as host_interface;
 use crate::bindings::source::{Source, SourcePre};
 use crate::config::{
     BIG_GUEST_BYTES, DEFAULT_RECYCLE_AFTER_CALLS, FailurePolicy, Limits, MAX_MEMORY_MIB,
@@ -25,6 +25,7 @@ use crate::config::{
 use crate::detect::{World, detect};
 use crate::error::{CallError, LoadError, MissingGrant};
 use crate::kv::{KvStore, PendingWrites};
+use crate::run::LogTap;
 use crate::size::OutputSize;
 use crate::state::{HostPattern, PluginState, StateSeed};
 use crate::trap::{Failure, classify};
@@ -202,6 +203,8 @@ struct Inner {
     kv: Arc<dyn KvStore>,
     plugins: BTreeMap<String, Arc<LoadedPlugin>>,
     permits: Semaphore,
+    /// Where `host.log` lines also go (`plugins run` only).
+    log_tap: Option<LogTap>,
     _ticker: Ticker,
 }
 
@@ -434,6 +437,16 @@ impl PluginHost {
         kv: Arc<dyn KvStore>,
         files: &[PathBuf],
     ) -> anyhow::Result<(PluginHost, Vec<LoadError>)> {
+        Self::load_files_tapped(config, kv, files, None).await
+    }
+
+    /// [`PluginHost::load_files`], also handing every `host.log` line to `log_tap` (`plugins run`).
+    pub(crate) async fn load_files_tapped(
+        config: PluginsConfig,
+        kv: Arc<dyn KvStore>,
+        files: &[PathBuf],
+        log_tap: Option<LogTap>,
+    ) -> anyhow::Result<(PluginHost, Vec<LoadError>)> {
         let engine = Engine::new(&engine_config()?)
             .map_err(|error| anyhow::anyhow!("failed to create the wasmtime engine: {error:#}"))?;
         let linker = build_linker(&engine)?;
@@ -445,6 +458,7 @@ impl PluginHost {
             kv,
             plugins: BTreeMap::new(),
             permits: Semaphore::new(MAX_INSTANCES),
+            log_tap,
             _ticker: ticker,
         };
         let mut refused = Vec::new();
@@ -492,6 +506,27 @@ impl PluginHost {
             },
             refused,
         ))
+    }
+
+    /// The import and export names of a component file, compiled as loading does (for
+    /// `plugins check` to say what a refused file asks for); `None` when it cannot be compiled.
+    pub(crate) async fn component_names(&self, path: &Path) -> Option<(Vec<String>, Vec<String>)> {
+        let bytes = tokio::fs::read(path).await.ok()?;
+        let engine = &self.inner.engine;
+        let component =
+            crate::cache::load_component(engine, &self.inner.config.cache_dir(), path, bytes)
+                .await
+                .ok()?;
+        let component_type = component.component_type();
+        let imports = component_type
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let exports = component_type
+            .exports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        Some((imports, exports))
     }
 
     /// Every loaded plugin, ordered by id.
@@ -552,7 +587,7 @@ impl PluginHost {
                     return (instance, Err(wrong_world_trap()));
                 };
                 let result = bindings
-                    .nightcrier_plugin_event_source()
+                    .nightcrier_plugin0_1_1_event_source()
                     .call_decode(&mut instance.store, envelope)
                     .await;
                 (instance, result)
@@ -583,7 +618,7 @@ impl PluginHost {
                     return (instance, Err(wrong_world_trap()));
                 };
                 let result = bindings
-                    .nightcrier_plugin_pre_triage_processor()
+                    .nightcrier_plugin0_1_1_pre_triage_processor()
                     .call_pre_triage(&mut instance.store, incident)
                     .await;
                 (instance, result)
@@ -611,7 +646,7 @@ impl PluginHost {
                     return (instance, Err(wrong_world_trap()));
                 };
                 let result = bindings
-                    .nightcrier_plugin_post_triage_processor()
+                    .nightcrier_plugin0_1_1_post_triage_processor()
                     .call_post_triage(&mut instance.store, incident, agent_result)
                     .await;
                 (instance, result)
@@ -999,12 +1034,11 @@ impl Inner {
             }
         };
         let limits = Limits::new(detected.world, config);
-        let seed = StateSeed::new(id, config, &limits, self.kv.clone()).map_err(|reason| {
-            LoadError::Link {
+        let seed = StateSeed::new(id, config, &limits, self.kv.clone(), self.log_tap.clone())
+            .map_err(|reason| LoadError::Link {
                 path: path.to_owned(),
                 reason: format!("invalid grants for plugin {id}: {reason}"),
-            }
-        })?;
+            })?;
         let reuse = config
             .reuse_instances
             .unwrap_or(file_bytes > BIG_GUEST_BYTES);
@@ -1082,7 +1116,7 @@ impl Inner {
                             return (instance, Err(wrong_world_trap()));
                         };
                         let result = bindings
-                            .nightcrier_plugin_event_source()
+                            .nightcrier_plugin0_1_1_event_source()
                             .call_describe(&mut instance.store)
                             .await;
                         (instance, result)
@@ -1097,7 +1131,7 @@ impl Inner {
                             return (instance, Err(wrong_world_trap()));
                         };
                         let result = bindings
-                            .nightcrier_plugin_pre_triage_processor()
+                            .nightcrier_plugin0_1_1_pre_triage_processor()
                             .call_describe(&mut instance.store)
                             .await;
                         (instance, result)
@@ -1112,7 +1146,7 @@ impl Inner {
                             return (instance, Err(wrong_world_trap()));
                         };
                         let result = bindings
-                            .nightcrier_plugin_post_triage_processor()
+                            .nightcrier_plugin0_1_1_post_triage_processor()
                             .call_describe(&mut instance.store)
                             .await;
                         (instance, result)

@@ -1,4 +1,5 @@
-//! `nightcrier plugins new`: writes a self-contained plugin project (Rust or Python) that builds as generated.
+//! `nightcrier plugins new`: writes a self-contained plugin project (Rust, Python or C) that builds as
+//! generated with one command, `./build.sh`, which fetches its own pinned tools.
 
 use std::path::{Path, PathBuf};
 
@@ -46,8 +47,11 @@ const WIT_FILES: &[(&str, &str)] = &[
 pub enum PluginLang {
     /// Rust with wit-bindgen 0.63, built with cargo for wasm32-wasip2.
     Rust,
-    /// Python with componentize-py.
+    /// Python with componentize-py 0.25.1 (in a venv the build makes).
     Python,
+    /// C with `wit-bindgen c` 0.63, clang and wasi-libc, made a component by `wasm-tools` with the
+    /// WASI preview 1 reactor adapter of wasmtime 48.
+    C,
 }
 
 impl std::str::FromStr for PluginLang {
@@ -57,8 +61,9 @@ impl std::str::FromStr for PluginLang {
         match text {
             "rust" => Ok(PluginLang::Rust),
             "python" => Ok(PluginLang::Python),
+            "c" => Ok(PluginLang::C),
             other => Err(format!(
-                "unknown plugin language {other} (expected rust or python)"
+                "unknown plugin language {other} (expected rust, python or c)"
             )),
         }
     }
@@ -97,9 +102,9 @@ pub struct NewPluginOptions {
 pub struct NewPlugin {
     /// The project folder.
     pub dir: PathBuf,
-    /// Command to build it, run inside `dir`.
+    /// Command to build it, run inside `dir` (`./build.sh` for every language).
     pub build_command: String,
-    /// Where the build puts the component.
+    /// Where the build puts the component (`<dir>/<name>.wasm`).
     pub output: PathBuf,
 }
 
@@ -136,9 +141,16 @@ pub fn new_plugin(options: &NewPluginOptions) -> anyhow::Result<NewPlugin> {
     }
     let name = &options.name;
     let world = options.kind.as_str();
+    let fill = |template: &str| {
+        template
+            .replace("{name}", name)
+            .replace("{snake}", &name.replace('-', "_"))
+            .replace("{world}", world)
+            .replace("{world_snake}", &world.replace('-', "_"))
+    };
     match options.lang {
         PluginLang::Rust => {
-            write(&dir, "Cargo.toml", &RUST_CARGO.replace("{name}", name))?;
+            write(&dir, "Cargo.toml", &fill(RUST_CARGO))?;
             write(
                 &dir,
                 ".cargo/config.toml",
@@ -149,18 +161,9 @@ pub fn new_plugin(options: &NewPluginOptions) -> anyhow::Result<NewPlugin> {
                 World::PreTriage => RUST_PRE_TRIAGE,
                 World::PostTriage => RUST_POST_TRIAGE,
             };
-            write(
-                &dir,
-                "src/lib.rs",
-                &body.replace("{name}", name).replace("{world}", world),
-            )?;
-            write(&dir, ".gitignore", "/target\n")?;
-            let snake = name.replace('-', "_");
-            Ok(NewPlugin {
-                output: dir.join(format!("target/wasm32-wasip2/release/{snake}.wasm")),
-                build_command: "cargo build --release".to_owned(),
-                dir,
-            })
+            write(&dir, "src/lib.rs", &fill(body))?;
+            write(&dir, "build.sh", &fill(RUST_BUILD))?;
+            write(&dir, ".gitignore", &fill("/target\n/{name}.wasm\n"))?;
         }
         PluginLang::Python => {
             let body = match options.kind {
@@ -168,24 +171,280 @@ pub fn new_plugin(options: &NewPluginOptions) -> anyhow::Result<NewPlugin> {
                 World::PreTriage => PYTHON_PRE_TRIAGE,
                 World::PostTriage => PYTHON_POST_TRIAGE,
             };
-            write(&dir, "app.py", &body.replace("{name}", name))?;
-            let build =
-                format!("componentize-py -d wit -w {world} componentize app -o {name}.wasm");
+            write(&dir, "app.py", &fill(body))?;
+            write(&dir, "build.sh", &fill(PYTHON_BUILD))?;
+            write(&dir, ".gitignore", &fill("/.venv\n/{name}.wasm\n"))?;
+        }
+        PluginLang::C => {
+            let body = match options.kind {
+                World::Source => C_SOURCE,
+                World::PreTriage => C_PRE_TRIAGE,
+                World::PostTriage => C_POST_TRIAGE,
+            };
+            write(&dir, "plugin.c", &fill(body))?;
+            write(&dir, "build.sh", &fill(C_BUILD))?;
+            write(&dir, "adapter/Cargo.toml", C_ADAPTER_CARGO)?;
             write(
                 &dir,
-                "build.sh",
-                &format!(
-                    "#!/usr/bin/env bash\n# Needs componentize-py 0.25.1 (pip install componentize-py==0.25.1).\nset -euo pipefail\ncd \"$(dirname \"$0\")\"\n{build}\n"
-                ),
+                "adapter/lib.rs",
+                "//! Empty: this crate only pins the WASI preview 1 adapter for build.sh.\n",
             )?;
-            Ok(NewPlugin {
-                output: dir.join(format!("{name}.wasm")),
-                build_command: build,
-                dir,
-            })
+            write(
+                &dir,
+                ".gitignore",
+                &fill("/build\n/adapter/target\n/{name}.wasm\n"),
+            )?;
         }
     }
+    make_executable(&dir.join("build.sh"))?;
+    Ok(NewPlugin {
+        output: dir.join(format!("{name}.wasm")),
+        build_command: "./build.sh".to_owned(),
+        dir,
+    })
 }
+
+#[cfg(unix)]
+fn make_executable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("failed to make {} executable", path.display()))
+}
+
+#[cfg(not(unix))]
+fn make_executable(_path: &Path) -> anyhow::Result<()> {
+    Ok(())
+}
+
+const RUST_BUILD: &str = r#"#!/usr/bin/env bash
+# Builds {name}.wasm with one command. Needs rustup and cargo; adds the wasm32-wasip2 target when
+# missing; wit-bindgen is pinned in Cargo.toml and fetched by cargo.
+set -euo pipefail
+cd "$(dirname "$0")"
+rustup target add wasm32-wasip2 >&2
+cargo build --release
+cp -f "${CARGO_TARGET_DIR:-target}/wasm32-wasip2/release/{snake}.wasm" {name}.wasm
+echo "built {name}.wasm" >&2
+"#;
+
+const PYTHON_BUILD: &str = r#"#!/usr/bin/env bash
+# Builds {name}.wasm from app.py with one command. The first run makes .venv/ with the pinned
+# componentize-py. Needs python3 with the venv module (Debian: python3-venv) and, the first time,
+# network access to PyPI.
+set -euo pipefail
+cd "$(dirname "$0")"
+COMPONENTIZE_PY_VERSION="0.25.1"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+if [ "$(.venv/bin/componentize-py --version 2>/dev/null)" != "componentize-py $COMPONENTIZE_PY_VERSION" ]; then
+    .venv/bin/pip install --quiet "componentize-py==$COMPONENTIZE_PY_VERSION" >&2
+fi
+.venv/bin/componentize-py -d wit -w {world} componentize app -o {name}.wasm >&2
+echo "built {name}.wasm" >&2
+"#;
+
+const C_BUILD: &str = r#"#!/usr/bin/env bash
+# Builds {name}.wasm from plugin.c with one command, fetching its pinned tools the first time.
+#
+# Needs clang, wasm-ld, wasi-libc and the wasm32 compiler runtime (Debian:
+# apt-get install clang lld wasi-libc libclang-rt-dev-wasm32), cargo, and network access to
+# crates.io the first time. Pinned tools: wit-bindgen-cli 0.63.0 and wasm-tools 1.262.0, installed
+# with cargo into $NIGHTCRIER_PLUGIN_TOOLS (default ~/.cache/nightcrier/plugin-tools); the WASI
+# preview 1 reactor adapter of wasmtime 48.0.8, from the crate pinned in adapter/Cargo.toml.
+set -euo pipefail
+cd "$(dirname "$0")"
+TOOLS="${NIGHTCRIER_PLUGIN_TOOLS:-$HOME/.cache/nightcrier/plugin-tools}"
+mkdir -p "$TOOLS"
+
+for tool in clang wasm-ld; do
+    command -v "$tool" >/dev/null || {
+        echo "build.sh: $tool is missing; on Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32" >&2
+        exit 1
+    }
+done
+
+install_tool() {
+    local crate="$1" version="$2" binary="$3" features="$4"
+    if [ "$("$TOOLS/bin/$binary" --version 2>/dev/null | awk '{print $2}')" != "$version" ]; then
+        echo "build.sh: installing $crate $version into $TOOLS" >&2
+        cargo install --quiet --locked --root "$TOOLS" "$crate" --version "$version" \
+            --no-default-features --features "$features" >&2
+    fi
+}
+(
+    flock 9
+    install_tool wit-bindgen-cli 0.63.0 wit-bindgen c
+    install_tool wasm-tools 1.262.0 wasm-tools component
+) 9>"$TOOLS/.lock"
+
+# `cargo metadata` downloads and unpacks the pinned adapter crate; the bytes are in its artefacts/.
+adapter_crate="$(cargo metadata --format-version 1 --manifest-path adapter/Cargo.toml \
+    | grep -o '"manifest_path":"[^"]*/wasi-preview1-component-adapter-provider-[0-9.]*/Cargo.toml"' \
+    | sed -e 's/^"manifest_path":"//' -e 's|/Cargo.toml"$||')"
+adapter="$adapter_crate/artefacts/wasi_snapshot_preview1.reactor.wasm"
+[ -f "$adapter" ] || { echo "build.sh: no WASI adapter at $adapter" >&2; exit 1; }
+
+rm -rf build && mkdir -p build
+"$TOOLS/bin/wit-bindgen" c wit --world {world} --out-dir build >&2
+clang --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Wno-unused-parameter \
+    -I build -o build/core.wasm plugin.c build/{world_snake}.c build/{world_snake}_component_type.o
+"$TOOLS/bin/wasm-tools" component new build/core.wasm \
+    --adapt "wasi_snapshot_preview1=$adapter" -o {name}.wasm
+echo "built {name}.wasm" >&2
+"#;
+
+const C_ADAPTER_CARGO: &str = r#"# Pins the WASI preview 1 adapter (its bytes ship in this crate, at wasmtime's version);
+# build.sh reads artefacts/wasi_snapshot_preview1.reactor.wasm from the unpacked crate. Nothing is compiled.
+[package]
+name = "adapter"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+path = "lib.rs"
+
+[dependencies]
+wasi-preview1-component-adapter-provider = "=48.0.8"
+
+[workspace]
+"#;
+
+const C_SOURCE: &str = r#"/* {name}: a nightcrier source plugin in C. Build with ./build.sh. */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "source.h"
+
+/* The host takes strings as UTF-8 only. */
+static bool valid_utf8(const uint8_t *bytes, size_t length) {
+    size_t index = 0;
+    while (index < length) {
+        uint8_t lead = bytes[index];
+        size_t extra = lead < 0x80 ? 0 : (lead >> 5) == 0x6 ? 1 : (lead >> 4) == 0xe ? 2 : (lead >> 3) == 0x1e ? 3 : 4;
+        if (extra == 4 || length - index <= extra) {
+            return false;
+        }
+        for (size_t next = 1; next <= extra; next++) {
+            if ((bytes[index + next] & 0xc0) != 0x80) {
+                return false;
+            }
+        }
+        index += extra + 1;
+    }
+    return true;
+}
+
+void exports_nightcrier_plugin_event_source_describe(exports_nightcrier_plugin_event_source_source_info_t *ret) {
+    memset(ret, 0, sizeof *ret); /* no capabilities requested */
+    source_string_dup(&ret->info.name, "{name}");
+    source_string_dup(&ret->info.version, "0.1.0");
+    source_string_dup(&ret->info.description, "Turns webhook bodies into fault events");
+    ret->feed.tag = EXPORTS_NIGHTCRIER_PLUGIN_EVENT_SOURCE_FEED_WEBHOOK;
+    source_string_dup(&ret->feed.val.webhook.path, "/{name}");
+}
+
+bool exports_nightcrier_plugin_event_source_decode(exports_nightcrier_plugin_event_source_envelope_t *envelope,
+                                                   exports_nightcrier_plugin_event_source_list_fault_event_t *ret,
+                                                   exports_nightcrier_plugin_event_source_decode_error_t *err) {
+    if (envelope->body.len == 0 || !valid_utf8(envelope->body.ptr, envelope->body.len)) {
+        err->tag = EXPORTS_NIGHTCRIER_PLUGIN_EVENT_SOURCE_DECODE_ERROR_MALFORMED;
+        source_string_dup(&err->val.malformed, "the body is empty or not UTF-8");
+        exports_nightcrier_plugin_event_source_envelope_free(envelope);
+        return false;
+    }
+    exports_nightcrier_plugin_event_source_fault_event_t *event = calloc(1, sizeof *event);
+    source_string_dup(&event->fault_type, "Custom");
+    event->severity = NIGHTCRIER_PLUGIN_TYPES_SEVERITY_WARNING;
+    /* the body becomes the context; the envelope's strings move into the event */
+    event->context = (source_string_t){envelope->body.ptr, envelope->body.len};
+    envelope->body = (source_list_u8_t){NULL, 0};
+    if (envelope->cluster.is_some) {
+        event->cluster = envelope->cluster.val;
+        envelope->cluster.is_some = false;
+    }
+    exports_nightcrier_plugin_event_source_envelope_free(envelope);
+    ret->ptr = event;
+    ret->len = 1;
+    return true;
+}
+"#;
+
+const C_PRE_TRIAGE: &str = r#"/* {name}: a nightcrier pre-triage plugin in C. Build with ./build.sh. */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "pre_triage.h"
+
+void exports_nightcrier_plugin_pre_triage_processor_describe(exports_nightcrier_plugin_pre_triage_processor_plugin_info_t *ret) {
+    memset(ret, 0, sizeof *ret); /* no capabilities requested */
+    pre_triage_string_dup(&ret->name, "{name}");
+    pre_triage_string_dup(&ret->version, "0.1.0");
+    pre_triage_string_dup(&ret->description, "Decides whether an incident is triaged");
+}
+
+bool exports_nightcrier_plugin_pre_triage_processor_pre_triage(exports_nightcrier_plugin_pre_triage_processor_incident_t *incident,
+                                                               exports_nightcrier_plugin_pre_triage_processor_decision_t *ret,
+                                                               exports_nightcrier_plugin_pre_triage_processor_plugin_error_t *err) {
+    pre_triage_string_t message;
+    pre_triage_string_set(&message, "pre-triage");
+    nightcrier_plugin_host_pair_t field = {{(uint8_t *)"incident", 8}, incident->id};
+    nightcrier_plugin_host_list_pair_t fields = {&field, 1};
+    nightcrier_plugin_host_log(NIGHTCRIER_PLUGIN_HOST_LEVEL_DEBUG, &message, &fields);
+
+    memset(ret, 0, sizeof *ret);
+    ret->tag = EXPORTS_NIGHTCRIER_PLUGIN_PRE_TRIAGE_PROCESSOR_DECISION_PROCEED;
+    exports_nightcrier_plugin_pre_triage_processor_pair_t *label = calloc(1, sizeof *label);
+    pre_triage_string_dup(&label->f0, "{name}");
+    pre_triage_string_dup(&label->f1, "seen");
+    ret->val.proceed.labels.ptr = label;
+    ret->val.proceed.labels.len = 1;
+    exports_nightcrier_plugin_pre_triage_processor_incident_free(incident);
+    return true;
+}
+"#;
+
+const C_POST_TRIAGE: &str = r#"/* {name}: a nightcrier post-triage plugin in C. Build with ./build.sh. */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "post_triage.h"
+
+void exports_nightcrier_plugin_post_triage_processor_describe(exports_nightcrier_plugin_post_triage_processor_plugin_info_t *ret) {
+    memset(ret, 0, sizeof *ret); /* no capabilities requested */
+    post_triage_string_dup(&ret->name, "{name}");
+    post_triage_string_dup(&ret->version, "0.1.0");
+    post_triage_string_dup(&ret->description, "Acts on the triage report");
+}
+
+bool exports_nightcrier_plugin_post_triage_processor_post_triage(exports_nightcrier_plugin_post_triage_processor_incident_t *incident,
+                                                                 exports_nightcrier_plugin_post_triage_processor_agent_result_t *agent_result,
+                                                                 exports_nightcrier_plugin_post_triage_processor_outcome_t *ret,
+                                                                 exports_nightcrier_plugin_post_triage_processor_plugin_error_t *err) {
+    size_t lines = 0;
+    for (size_t index = 0; index < agent_result->report_markdown.len; index++) {
+        if (agent_result->report_markdown.ptr[index] == '\n') {
+            lines++;
+        }
+    }
+    char count[24];
+    snprintf(count, sizeof count, "%zu", lines);
+    memset(ret, 0, sizeof *ret); /* report_markdown none: keep the report */
+    exports_nightcrier_plugin_post_triage_processor_pair_t *field = calloc(1, sizeof *field);
+    post_triage_string_dup(&field->f0, "report-lines");
+    post_triage_string_dup(&field->f1, count);
+    ret->fields.ptr = field;
+    ret->fields.len = 1;
+    exports_nightcrier_plugin_post_triage_processor_incident_free(incident);
+    exports_nightcrier_plugin_post_triage_processor_agent_result_free(agent_result);
+    return true;
+}
+"#;
 
 const RUST_CARGO: &str = r#"[package]
 name = "{name}"
@@ -209,7 +468,7 @@ codegen-units = 1
 [workspace]
 "#;
 
-const RUST_SOURCE: &str = r#"//! {name}: a nightcrier source plugin. Build with `cargo build --release`.
+const RUST_SOURCE: &str = r#"//! {name}: a nightcrier source plugin. Build with ./build.sh.
 
 wit_bindgen::generate!({ world: "{world}", path: "wit", generate_all });
 
@@ -249,7 +508,7 @@ impl Guest for Plugin {
 export!(Plugin);
 "#;
 
-const RUST_PRE_TRIAGE: &str = r#"//! {name}: a nightcrier pre-triage plugin. Build with `cargo build --release`.
+const RUST_PRE_TRIAGE: &str = r#"//! {name}: a nightcrier pre-triage plugin. Build with ./build.sh.
 
 wit_bindgen::generate!({ world: "{world}", path: "wit", generate_all });
 
@@ -284,7 +543,7 @@ impl Guest for Plugin {
 export!(Plugin);
 "#;
 
-const RUST_POST_TRIAGE: &str = r#"//! {name}: a nightcrier post-triage plugin. Build with `cargo build --release`.
+const RUST_POST_TRIAGE: &str = r#"//! {name}: a nightcrier post-triage plugin. Build with ./build.sh.
 
 wit_bindgen::generate!({ world: "{world}", path: "wit", generate_all });
 
@@ -420,11 +679,8 @@ mod tests {
                 .unwrap()
                 .contains("world: \"pre-triage\"")
         );
-        assert!(
-            created
-                .output
-                .ends_with("target/wasm32-wasip2/release/my_filter.wasm")
-        );
+        assert!(created.output.ends_with("my-filter/my-filter.wasm"));
+        assert_eq!(created.build_command, "./build.sh");
         let error = new_plugin(&options("my-filter")).unwrap_err();
         assert!(error.to_string().contains("already exists"), "{error}");
     }
@@ -433,6 +689,7 @@ mod tests {
     fn parses_kinds_and_languages() {
         assert_eq!("post-triage".parse::<World>(), Ok(World::PostTriage));
         assert_eq!("python".parse::<PluginLang>(), Ok(PluginLang::Python));
+        assert_eq!("c".parse::<PluginLang>(), Ok(PluginLang::C));
         assert!("go".parse::<PluginLang>().is_err());
     }
 }

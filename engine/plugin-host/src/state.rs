@@ -9,11 +9,12 @@ use wasmtime::{ResourceLimiter, Result as WasmResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::bindings::source::nightcrier::plugin::{host, types};
+use crate::bindings::source::nightcrier::plugin0_1_1::{host, types};
 use crate::config::{Limits, PluginConfig};
 use crate::kv::{
     KvQuota, KvStore, KvStoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES, PendingWrites, Refusal,
 };
+use crate::run::{LogTap, LoggedLine};
 use crate::stderr::StderrTail;
 use crate::text::escape_bounded;
 
@@ -221,6 +222,7 @@ pub(crate) struct PluginState {
     /// Key-value writes of the call in progress, applied only if it succeeds.
     pub(crate) pending: PendingWrites,
     kv_quota: KvQuota,
+    log_tap: Option<LogTap>,
 }
 
 /// What a store needs from the loaded plugin; shared by all its stores.
@@ -235,6 +237,7 @@ pub(crate) struct StateSeed {
     pub(crate) memory_bytes: usize,
     pub(crate) kv_quota: KvQuota,
     pub(crate) kv: Arc<dyn KvStore>,
+    pub(crate) log_tap: Option<LogTap>,
 }
 
 impl StateSeed {
@@ -243,6 +246,7 @@ impl StateSeed {
         config: &PluginConfig,
         limits: &Limits,
         kv: Arc<dyn KvStore>,
+        log_tap: Option<LogTap>,
     ) -> Result<StateSeed, String> {
         let config_json = serde_json::to_string(&config.config)
             .map_err(|error| format!("plugin config cannot be encoded: {error}"))?;
@@ -267,6 +271,7 @@ impl StateSeed {
             memory_bytes: limits.memory_bytes,
             kv_quota: limits.kv_quota,
             kv,
+            log_tap,
         })
     }
 
@@ -312,6 +317,7 @@ impl StateSeed {
             stderr,
             pending: PendingWrites::default(),
             kv_quota: self.kv_quota,
+            log_tap: self.log_tap.clone(),
         })
     }
 }
@@ -371,6 +377,28 @@ impl host::Host for PluginState {
             return Ok(());
         }
         self.budget.log_lines += 1;
+        if let Some(tap) = &self.log_tap {
+            tap.push(LoggedLine {
+                level: match level {
+                    host::Level::Trace => "trace",
+                    host::Level::Debug => "debug",
+                    host::Level::Info => "info",
+                    host::Level::Warn => "warn",
+                    host::Level::Error => "error",
+                },
+                message: message.chars().take(LOG_MESSAGE_CHARS).collect(),
+                fields: fields
+                    .iter()
+                    .take(LOG_FIELDS)
+                    .map(|(key, value)| {
+                        (
+                            key.chars().take(LOG_KEY_CHARS).collect(),
+                            value.chars().take(LOG_VALUE_CHARS).collect(),
+                        )
+                    })
+                    .collect(),
+            });
+        }
         let message = escape_bounded(&message, LOG_MESSAGE_CHARS);
         let fields = fields
             .iter()

@@ -1,4 +1,5 @@
-//! Test fixture: a plugin exporting `nightcrier:plugin/pre-triage-processor@1.0.0`, a WIT major this engine does not accept.
+//! Test fixture: a plugin exporting `nightcrier:plugin/pre-triage-processor@1.0.0` and importing
+//! `nightcrier:plugin/alerts@1.0.0`, a WIT major this engine does not accept.
 
 #![allow(missing_docs, unsafe_code)]
 
@@ -8,6 +9,8 @@ struct Future;
 
 impl exports::nightcrier::plugin::pre_triage_processor::Guest for Future {
     fn describe() -> String {
+        // never reached (the host refuses the file); the call keeps the import in the component
+        nightcrier::plugin::alerts::raise("from the future");
         "from the future".to_owned()
     }
 }

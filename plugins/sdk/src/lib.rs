@@ -31,8 +31,8 @@ pub mod generated {
             default_bindings_module: "::nightcrier_plugin_sdk::generated::pre_triage",
             runtime_path: "::nightcrier_plugin_sdk::__rt",
             with: {
-                "nightcrier:plugin/types@0.1.0": crate::generated::source::nightcrier::plugin::types,
-                "nightcrier:plugin/host@0.1.0": crate::generated::source::nightcrier::plugin::host,
+                "nightcrier:plugin/types@0.1.1": crate::generated::source::nightcrier::plugin0_1_1::types,
+                "nightcrier:plugin/host@0.1.1": crate::generated::source::nightcrier::plugin0_1_1::host,
             },
         });
     }
@@ -45,8 +45,8 @@ pub mod generated {
             default_bindings_module: "::nightcrier_plugin_sdk::generated::post_triage",
             runtime_path: "::nightcrier_plugin_sdk::__rt",
             with: {
-                "nightcrier:plugin/types@0.1.0": crate::generated::source::nightcrier::plugin::types,
-                "nightcrier:plugin/host@0.1.0": crate::generated::source::nightcrier::plugin::host,
+                "nightcrier:plugin/types@0.1.1": crate::generated::source::nightcrier::plugin0_1_1::types,
+                "nightcrier:plugin/host@0.1.1": crate::generated::source::nightcrier::plugin0_1_1::host,
             },
             generate_all,
         });
@@ -56,23 +56,23 @@ pub mod generated {
 #[doc(hidden)]
 pub use wit_bindgen::rt as __rt;
 
-pub use generated::post_triage::exports::nightcrier::plugin::post_triage_processor::{
+pub use generated::post_triage::exports::nightcrier::plugin0_1_1::post_triage_processor::{
     Guest as PostTriage, Outcome,
 };
-pub use generated::pre_triage::exports::nightcrier::plugin::pre_triage_processor::{
+pub use generated::pre_triage::exports::nightcrier::plugin0_1_1::pre_triage_processor::{
     ContextFile, Decision, Guest as PreTriage, Patch,
 };
-pub use generated::source::exports::nightcrier::plugin::event_source::{
+pub use generated::source::exports::nightcrier::plugin0_1_1::event_source::{
     DecodeError, Envelope, Feed, FeedKind, Guest as Source, McpFeed, PollFeed, SourceInfo,
     WebhookFeed,
 };
-pub use generated::source::nightcrier::plugin::host::{KvError, Level};
-pub use generated::source::nightcrier::plugin::types::{
+pub use generated::source::nightcrier::plugin0_1_1::host::{KvError, Level};
+pub use generated::source::nightcrier::plugin0_1_1::types::{
     AgentResult, Capabilities, FaultEvent, Incident, Pair, PluginError, PluginInfo, ResourceRef,
     Severity,
 };
 
-use generated::source::nightcrier::plugin::host as raw_host;
+use generated::source::nightcrier::plugin0_1_1::host as raw_host;
 
 impl PluginInfo {
     /// Describe a plugin that requests no capabilities.

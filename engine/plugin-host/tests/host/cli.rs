@@ -53,7 +53,7 @@ async fn list_shows_worlds_versions_and_capabilities_as_table_and_json() {
         json["plugins"][2]["requested"]["outbound_hosts"][0],
         "https://hooks.slack.com:443"
     );
-    assert_eq!(json["plugins"][1]["wit_version"], "0.1.0");
+    assert_eq!(json["plugins"][1]["wit_version"], "0.1.1");
     assert_eq!(json["refused"].as_array().unwrap().len(), 1);
 }
 
@@ -73,9 +73,8 @@ async fn check_passes_good_plugins_and_lists_every_reason_for_bad_ones() {
     let failure = check_plugin(&folder.dir.path().join("wrong.wasm"), &folder.config)
         .await
         .unwrap_err();
-    assert_eq!(failure.reasons.len(), 1, "{failure}");
     assert!(
-        failure.to_string().contains("wrong.wasm")
+        failure.reasons[0].contains("wrong.wasm")
             && failure.to_string().contains("fits no plugin world"),
         "{failure}"
     );
@@ -96,6 +95,50 @@ async fn check_passes_good_plugins_and_lists_every_reason_for_bad_ones() {
     .unwrap();
     let failure = check_plugin(&slack, &config).await.unwrap_err();
     assert!(failure.reasons[0].contains("allowed_hosts"), "{failure}");
+}
+
+/// A refused file is told what it imports that the host does not offer, what it exports that the
+/// host would call, and which contract versions the host accepts.
+#[tokio::test]
+async fn check_names_unoffered_imports_uncalled_exports_and_accepted_versions() {
+    let folder = folder(
+        &[
+            ("fixtures/hostile-wit-major.wasm", "future.wasm"),
+            ("fixtures/hostile-wrong-world.wasm", "wrong.wasm"),
+        ],
+        "",
+    );
+    let failure = check_plugin(&folder.dir.path().join("future.wasm"), &folder.config)
+        .await
+        .unwrap_err();
+    let text = failure.to_string();
+    assert!(
+        failure.reasons.iter().any(|reason| reason
+            == "it imports what this host does not offer: nightcrier:plugin/alerts@1.0.0"),
+        "{text}"
+    );
+    assert!(
+        failure.reasons.iter().any(|reason| reason
+            == "it exports nothing this host calls: nightcrier:plugin/pre-triage-processor@1.0.0"),
+        "{text}"
+    );
+    assert!(
+        failure.reasons.iter().any(|reason| reason.starts_with(
+            "this host accepts components built against nightcrier:plugin@0.1.x (released and frozen: 0.1.0; current: 0.1.1)"
+        )),
+        "{text}"
+    );
+    let failure = check_plugin(&folder.dir.path().join("wrong.wasm"), &folder.config)
+        .await
+        .unwrap_err();
+    assert!(
+        failure
+            .reasons
+            .iter()
+            .any(|reason| reason == "it exports nothing this host calls: acme:other/greeter@0.1.0"),
+        "{failure}"
+    );
+    assert!(!failure.to_string().contains("does not offer"), "{failure}");
 }
 
 /// `plugins check` applies the identity rule: a mismatched describe name, and another file of the
@@ -141,11 +184,12 @@ fn run(command: &mut Command) {
 
 async fn scaffold_builds_and_passes_check(lang: PluginLang, kind: World) {
     let parent = tempfile::tempdir().unwrap();
-    let name = format!(
-        "my-{}-{}",
-        kind.as_str(),
-        if lang == PluginLang::Rust { "rs" } else { "py" }
-    );
+    let suffix = match lang {
+        PluginLang::Rust => "rs",
+        PluginLang::Python => "py",
+        PluginLang::C => "c",
+    };
+    let name = format!("my-{}-{suffix}", kind.as_str());
     let created = new_plugin(&NewPluginOptions {
         name: name.clone(),
         kind,
@@ -153,39 +197,34 @@ async fn scaffold_builds_and_passes_check(lang: PluginLang, kind: World) {
         parent_dir: parent.path().to_owned(),
     })
     .unwrap();
+    assert_eq!(created.build_command, "./build.sh");
     let target = built();
+    // The one build command, as an author runs it; only caches are shared across runs: the Rust
+    // dependencies, the pip downloads, and the pinned C tools plugins/build.sh installed.
+    let mut build = Command::new("bash");
+    build
+        .arg(created.dir.join("build.sh"))
+        .current_dir(&created.dir);
     match lang {
-        PluginLang::Rust => run(Command::new("cargo")
-            .args(["build", "--release", "--quiet"])
-            .current_dir(&created.dir)
-            // Shared across runs so the scaffold's dependencies compile once.
-            .env("CARGO_TARGET_DIR", target.join("scaffold"))),
-        PluginLang::Python => run(Command::new("bash")
-            .arg("build.sh")
-            .current_dir(&created.dir)
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    target.join("venv/bin").display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )),
-    }
-    let output = match lang {
-        PluginLang::Rust => target
-            .join("scaffold/wasm32-wasip2/release")
-            .join(format!("{}.wasm", name.replace('-', "_"))),
-        PluginLang::Python => created.output.clone(),
+        PluginLang::Rust => build.env("CARGO_TARGET_DIR", target.join("scaffold")),
+        PluginLang::Python => build.env_remove("VIRTUAL_ENV"),
+        PluginLang::C => build.env("NIGHTCRIER_PLUGIN_TOOLS", target.join("tools")),
     };
-    assert!(output.is_file(), "{} not built", output.display());
+    run(&mut build);
+    assert!(
+        created.output.is_file(),
+        "{} not built",
+        created.output.display()
+    );
     let config = PluginsConfig::from_toml(&format!(
         "dir = {:?}\ncache_dir = {:?}\n",
-        parent.path(),
+        created.dir,
         shared_cache()
     ))
     .unwrap();
-    let summary = check_plugin(Path::new(&output), &config).await.unwrap();
+    let summary = check_plugin(Path::new(&created.output), &config)
+        .await
+        .unwrap();
     assert_eq!(
         (summary.name.as_str(), summary.world),
         (name.as_str(), kind)
@@ -199,7 +238,15 @@ async fn rust_scaffolds_of_every_kind_build_and_pass_check() {
     }
 }
 
+/// The Python scaffold's build makes its own venv with the pinned componentize-py.
 #[tokio::test]
 async fn python_scaffold_builds_and_passes_check() {
     scaffold_builds_and_passes_check(PluginLang::Python, World::PostTriage).await;
+}
+
+#[tokio::test]
+async fn c_scaffolds_of_every_kind_build_and_pass_check() {
+    for kind in [World::Source, World::PreTriage, World::PostTriage] {
+        scaffold_builds_and_passes_check(PluginLang::C, kind).await;
+    }
 }

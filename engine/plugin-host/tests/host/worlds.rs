@@ -26,7 +26,7 @@ async fn kubernetes_mcp_declares_its_feed_and_decodes_faults() {
     assert!(refused.is_empty(), "{refused:?}");
     let summary = host.plugin("kubernetes-mcp").unwrap();
     assert_eq!(summary.world, World::Source);
-    assert_eq!(summary.wit_version, "0.1.0");
+    assert_eq!(summary.wit_version, "0.1.1");
     let Some(Feed::Mcp(feed)) = summary.feed else {
         panic!("expected an MCP feed, got {:?}", summary.feed)
     };
@@ -228,6 +228,91 @@ async fn python_team_router_patches_the_incident() {
         );
         assert_eq!(patch.priority, Some(200));
     }
+}
+
+/// The C example (wit-bindgen c, clang and wasi-libc, wasm-tools with the WASI adapter): its
+/// config comes through `get-config`, the hour through `now-ms`.
+#[tokio::test]
+async fn c_maintenance_window_skips_listed_namespaces_while_open() {
+    let always = "[plugin.maintenance-window.config]\nnamespaces = [\"batch\", \"shop\"]\nstart_hour = 0\nend_hour = 24\n";
+    let (host, refused, _folder, _kv) = load(
+        &[("plugins/maintenance-window.wasm", "maintenance-window.wasm")],
+        always,
+    )
+    .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let summary = host.plugin("maintenance-window").unwrap();
+    assert_eq!(
+        (
+            summary.world,
+            summary.version.as_str(),
+            summary.wit_version.as_str()
+        ),
+        (World::PreTriage, "0.1.0", "0.1.1")
+    );
+    let decision = host
+        .pre_triage(
+            "maintenance-window",
+            &incident(Some("shop"), Severity::Critical),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        decision,
+        Decision::Skip("maintenance window 00:00-24:00 UTC for namespace shop".to_owned())
+    );
+    for namespace in [Some("payments"), None] {
+        let decision = host
+            .pre_triage(
+                "maintenance-window",
+                &incident(namespace, Severity::Critical),
+            )
+            .await
+            .unwrap();
+        let Decision::Proceed(patch) = decision else {
+            panic!("expected proceed for {namespace:?}, got {decision:?}")
+        };
+        assert!(
+            patch.labels.is_empty() && patch.priority.is_none() && patch.context_files.is_empty(),
+            "{patch:?}"
+        );
+    }
+
+    // a window whose start is its end is never open
+    let never = "[plugin.maintenance-window.config]\nnamespaces = [\"shop\"]\nstart_hour = 5\nend_hour = 5\n";
+    let (host, _refused, _folder, _kv) = load(
+        &[("plugins/maintenance-window.wasm", "maintenance-window.wasm")],
+        never,
+    )
+    .await;
+    let decision = host
+        .pre_triage(
+            "maintenance-window",
+            &incident(Some("shop"), Severity::Critical),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(decision, Decision::Proceed(_)), "{decision:?}");
+
+    let broken = "[plugin.maintenance-window.config]\nnamespaces = \"shop\"\n";
+    let (host, _refused, _folder, _kv) = load(
+        &[("plugins/maintenance-window.wasm", "maintenance-window.wasm")],
+        broken,
+    )
+    .await;
+    let error = host
+        .pre_triage(
+            "maintenance-window",
+            &incident(Some("shop"), Severity::Critical),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("invalid maintenance-window config: malformed JSON"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
