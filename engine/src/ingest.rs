@@ -692,6 +692,12 @@ impl Writer {
             return;
         }
         for _ in 0..REPLAY_ROUNDS {
+            // Messages that came in during the last round go to the spool's tail first: a
+            // replay commit can take a while, and the buffer must not fill up behind it.
+            let arrived = self.drain_now();
+            if !arrived.is_empty() {
+                self.while_spooling(arrived).await;
+            }
             let Some(spool) = self.spool.take() else {
                 self.leave_spooling();
                 return;

@@ -38,6 +38,9 @@ pub struct IntakeBenchArgs {
     /// How long every server stays down in the mass restart (0: no restart phase).
     #[arg(long, default_value_t = 10)]
     pub down_seconds: u64,
+    /// `[intake] linger` of the `serve` under test (its default unless given).
+    #[arg(long)]
+    pub linger: Option<String>,
 }
 
 /// A scrape of the figures `serve` exports that the bench reads.
@@ -75,10 +78,11 @@ pub async fn run(args: &IntakeBenchArgs, url: Option<&str>) -> anyhow::Result<Ve
     let fleet = Fleet::start(args.servers).await?;
     let listen = free_loopback_addr()?;
     let config = scratch.path().join("nightcrier.toml");
-    std::fs::write(
-        &config,
-        config_text(scratch.path(), &url, &listen, &plugins, &fleet),
-    )?;
+    let mut text = config_text(scratch.path(), &url, &listen, &plugins, &fleet);
+    if let Some(linger) = &args.linger {
+        text.push_str(&format!("\n[intake]\nlinger = \"{linger}\"\n"));
+    }
+    std::fs::write(&config, text)?;
     let log = std::fs::File::create(scratch.path().join("serve.log"))?;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .arg("--config")
