@@ -136,7 +136,19 @@ async fn the_second_load_uses_the_precompiled_cache() {
         .unwrap();
     // The artefact is memory-mapped by `first`; it must be gone before the file is damaged in place.
     drop(first);
-    let artefacts: Vec<_> = std::fs::read_dir(private.path())
+    // one folder per wasmtime version, holding the artefact
+    let versions: Vec<_> = std::fs::read_dir(private.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert!(
+        versions[0]
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("wasmtime-")),
+        "{versions:?}"
+    );
+    let artefacts: Vec<_> = std::fs::read_dir(&versions[0])
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .collect();
