@@ -78,13 +78,21 @@ install_tool() {
     fi
 }
 
-if [ ${#C_PLUGINS[@]} -gt 0 ]; then
-    for tool in clang wasm-ld; do
-        command -v "$tool" >/dev/null || {
+# The C example needs a C toolchain for wasm32 that the Rust and Python plugins do not: without
+# it the C plugins are left out with a note (the quick start needs none of them), unless
+# NIGHTCRIER_BUILD_C=1 (the test command sets it) makes a missing tool an error.
+for tool in clang wasm-ld; do
+    if ! command -v "$tool" >/dev/null; then
+        if [ "${NIGHTCRIER_BUILD_C:-}" = 1 ]; then
             echo "build.sh: $tool is missing; on Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32" >&2
             exit 1
-        }
-    done
+        fi
+        echo "build.sh: $tool is missing, so the C plugins (${C_PLUGINS[*]}) are not built; on Debian: apt-get install clang lld wasi-libc libclang-rt-dev-wasm32" >&2
+        C_PLUGINS=()
+        break
+    fi
+done
+if [ ${#C_PLUGINS[@]} -gt 0 ]; then
     install_tool wit-bindgen-cli "$WIT_BINDGEN_VERSION" wit-bindgen c
     install_tool wasm-tools "$WASM_TOOLS_VERSION" wasm-tools component
     # `cargo metadata` downloads and unpacks the pinned adapter crate; its directory holds the bytes.
@@ -97,7 +105,7 @@ print(next(os.path.dirname(p["manifest_path"]) for p in packages if p["name"] ==
     [ -f "$ADAPTER" ] || { echo "build.sh: no reactor adapter at $ADAPTER" >&2; exit 1; }
 fi
 
-for name in "${C_PLUGINS[@]}"; do
+for name in ${C_PLUGINS[@]+"${C_PLUGINS[@]}"}; do
     output="$TARGET/plugins/$name.wasm"
     if [ -f "$output" ] && [ -z "$(find "$HERE/$name" "$HERE/../wit" -newer "$output" -type f -print -quit)" ]; then
         continue

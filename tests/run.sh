@@ -15,7 +15,8 @@ export NIGHTCRIER_TEST_PG_URL
 echo "tests: Postgres at $NIGHTCRIER_TEST_PG_URL"
 
 if [ -f plugins/build.sh ]; then
-    bash plugins/build.sh
+    # the tests load the C example too: a missing C toolchain is an error here
+    NIGHTCRIER_BUILD_C=1 bash plugins/build.sh
 fi
 
 # the fake kubernetes-mcp-server the intake tests talk to (official Python MCP SDK, from PyPI)
