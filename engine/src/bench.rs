@@ -1,9 +1,11 @@
 //! `nightcrier bench store`: measures ingest throughput, single-event commit latency and
 //! claim+complete throughput on a real database, and prints the figures. `bench api` (in
 //! `bench/api.rs`) times the HTTP API on a million incidents; `bench intake` (in `bench/intake.rs`)
-//! drives a real `serve` from a simulated fleet of kubernetes-mcp-servers.
+//! drives a real `serve` from a simulated fleet of kubernetes-mcp-servers; `bench dispatch` (in
+//! `bench/dispatch.rs`) times queued → agent container and the runner's overhead over bare Docker.
 
 pub mod api;
+pub mod dispatch;
 pub mod fleet;
 pub mod intake;
 

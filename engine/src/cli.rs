@@ -243,6 +243,11 @@ pub enum BenchTarget {
     /// to committed rows, receipt → commit latency, recovery from a fleet-wide restart. Uses a
     /// fresh SQLite file unless --database-url names a database.
     Intake(crate::bench::intake::IntakeBenchArgs),
+    /// Queued → agent container latency with idle worker slots (woken in process on SQLite, by
+    /// LISTEN/NOTIFY from another pool on Postgres), and `DockerRunner::run` against bare
+    /// create+start+wait+remove of the same container. Needs Docker; uses a fresh SQLite file
+    /// unless --database-url names a database.
+    Dispatch(crate::bench::dispatch::DispatchBenchArgs),
 }
 
 impl clap::ValueEnum for JobStatus {
@@ -369,6 +374,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     figure.name, figure.value, figure.unit
                 )?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            target: BenchTarget::Dispatch(args),
+        } => {
+            crate::bench::dispatch::run(&args, cli.database_url.as_deref()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -118,6 +118,9 @@ pub struct RawWorkers {
     pub poll_interval: Option<Duration>,
     /// Seconds between looks at an empty queue (older spelling).
     pub poll_interval_secs: Option<f64>,
+    /// Investigations running at once across every replica on the database, enforced by the
+    /// database (default: no cap). Set the same value on every replica.
+    pub fleet_max_agents: Option<u32>,
 }
 
 /// `[agent]`
@@ -323,6 +326,12 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
     if !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&poll_interval) {
         bail!("workers.poll_interval must be between 10ms and 1h (got {poll_interval:?})");
     }
+    let fleet_max_agents = raw.workers.fleet_max_agents;
+    if fleet_max_agents == Some(0) {
+        bail!(
+            "workers.fleet_max_agents must be at least 1 (leave it out for no cap; use workers.concurrency = 0 for an instance that runs no agents)"
+        );
+    }
     let shutdown_grace = units::either(
         "workers.shutdown_grace",
         raw.workers.shutdown_grace,
@@ -346,6 +355,7 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         concurrency,
         lease,
         poll_interval,
+        fleet_max_agents,
         max_attempts,
         sweep_interval: crate::queue::sweep_interval(lease),
         shutdown_grace,
@@ -541,6 +551,18 @@ mod tests {
             settings.clusters["prod"].agent_profile.as_deref(),
             Some("fast")
         );
+    }
+
+    #[test]
+    fn fleet_max_agents_is_optional_and_at_least_one() {
+        let settings = validate(parse("").unwrap(), None).unwrap();
+        assert_eq!(settings.workers.fleet_max_agents, None);
+        let settings = validate(parse("[workers]\nfleet_max_agents = 6").unwrap(), None).unwrap();
+        assert_eq!(settings.workers.fleet_max_agents, Some(6));
+        let error = validate(parse("[workers]\nfleet_max_agents = 0").unwrap(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("workers.fleet_max_agents"), "{error}");
     }
 
     #[test]

@@ -5,19 +5,26 @@
 //! `skipped`; workers [`Queue::claim`] the oldest queued incident of highest priority whose
 //! cluster has nothing `investigating`, keep the lease alive with [`Queue::heartbeat`] and end it
 //! with [`Queue::finish`]. [`Queue::sweep_expired`] returns incidents whose lease ran out.
+//! Every operation that makes work claimable wakes an idle slot of this process at once (and, on
+//! Postgres, of every replica through `NOTIFY`; see `queue/wake.rs`).
 //!
 //! Invariant: at most one `investigating` incident per cluster. The database enforces it with a
 //! partial unique index, so it holds across processes and replicas.
 //! Invariant: a worker whose lease was lost can neither heartbeat nor finish: every write of a
 //! lease holder is fenced on (owner, attempt).
+//! Invariant: with `[workers] fleet_max_agents = N`, at most N incidents are `investigating`
+//! across the fleet: each holds one of N agent slots, and a partial unique index lets a slot
+//! have one holder (the slot is freed with the status change, so it cannot leak).
 //! Invariant: every status change is one of [`JobStatus::can_transition`]'s edges; an illegal
 //! transition is an error, never a write.
 
 mod sql;
+mod wake;
 mod worker;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -28,6 +35,7 @@ use uuid::Uuid;
 use crate::store::entity::incidents;
 use crate::store::{Store, StoreError};
 
+pub use wake::LISTENER_APPLICATION_NAME;
 pub use worker::{Investigate, Resumed, WorkerConfig, run as run_workers, sweep_interval};
 
 /// Where an incident is in its life. Stored as text.
@@ -565,12 +573,68 @@ fn after(now: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
 #[derive(Clone, Debug)]
 pub struct Queue {
     store: Store,
+    /// Shared by every clone: the wake-ups of this process.
+    wakeups: Arc<wake::Wakeups>,
+    /// `[workers] fleet_max_agents`: investigations running at once across the fleet.
+    fleet_max_agents: Option<u32>,
 }
 
 impl Queue {
-    /// A queue over `store` (which must be migrated).
+    /// A queue over `store` (which must be migrated), with its own wake-ups and no fleet cap.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            wakeups: Arc::default(),
+            fleet_max_agents: None,
+        }
+    }
+
+    /// The same queue (sharing its wake-ups) whose claims respect a fleet-wide cap of `cap`
+    /// running investigations (`None`: no cap). Every replica should use the same value.
+    pub fn with_fleet_max_agents(mut self, cap: Option<u32>) -> Self {
+        self.fleet_max_agents = cap;
+        self
+    }
+
+    /// The fleet-wide cap this queue's claims respect.
+    pub fn fleet_max_agents(&self) -> Option<u32> {
+        self.fleet_max_agents
+    }
+
+    /// Wakes one idle worker slot of this process: an incident may be claimable.
+    pub fn wake_work(&self) {
+        self.wakeups.work.notify_one();
+    }
+
+    /// Wakes pre-triage of this process: a pending incident may be waiting.
+    pub fn wake_pending(&self) {
+        self.wakeups.pending.notify_one();
+    }
+
+    /// Waits until [`Queue::wake_work`] is called (or was, since the last wait), or `timeout`.
+    pub async fn wait_for_work(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.wakeups.work.notified()).await;
+    }
+
+    /// Waits until [`Queue::wake_pending`] is called (or was, since the last wait), or `timeout`.
+    pub async fn wait_for_pending(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.wakeups.pending.notified()).await;
+    }
+
+    /// Listens for other replicas' wake-ups (Postgres `NOTIFY`) until `shutdown`; returns at
+    /// once on SQLite.
+    pub async fn listen_for_wakeups(&self, shutdown: tokio_util::sync::CancellationToken) {
+        wake::listen(self.clone(), shutdown).await;
+    }
+
+    /// The earliest time after `now` at which a delayed incident in `status` (`queued` after a
+    /// retry-later outcome, `pending` after a pre-triage deferral) becomes due.
+    pub async fn next_due(
+        &self,
+        status: JobStatus,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, QueueError> {
+        Ok(sql::next_due(self.store.connection(), status, db_time(now)).await?)
     }
 
     /// The store underneath.
@@ -614,7 +678,11 @@ impl Queue {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(sql::commit_batch(self.store.ingest_connection(), batch).await?)
+        let created = sql::commit_batch(self.store.ingest_connection(), batch).await?;
+        if !created.is_empty() {
+            self.wake_pending();
+        }
+        Ok(created)
     }
 
     /// Leases up to `limit` pending incidents, oldest first, for pre-triage by `owner`.
@@ -668,7 +736,9 @@ impl Queue {
         )
         .await?;
         self.expect_changed(changed, incident.id, sql::MARK_QUEUED)
-            .await
+            .await?;
+        self.wake_work();
+        Ok(())
     }
 
     /// Pre-triage dropped the incident.
@@ -724,11 +794,19 @@ impl Queue {
         now: DateTime<Utc>,
     ) -> Result<Option<(Incident, Lease)>, QueueError> {
         let expires_at = after(now, lease);
-        let Some(row) =
-            sql::claim(self.store.connection(), owner, expires_at, db_time(now)).await?
+        let Some(row) = sql::claim(
+            self.store.connection(),
+            owner,
+            expires_at,
+            db_time(now),
+            self.fleet_max_agents,
+        )
+        .await?
         else {
             return Ok(None);
         };
+        // There may be more: pass the wake-up on to another idle slot.
+        self.wake_work();
         let incident = Incident::try_from(row)?;
         let lease = Lease {
             incident_id: incident.id,
@@ -776,6 +854,8 @@ impl Queue {
         if changed == 0 {
             return Err(lease_lost(lease));
         }
+        // The cluster (and any agent slot) is free, or the incident is back in the queue.
+        self.wake_work();
         Ok(status)
     }
 
@@ -808,13 +888,24 @@ impl Queue {
         max_attempts: i32,
         now: DateTime<Utc>,
     ) -> Result<SweepReport, QueueError> {
-        sql::sweep_expired(self.store.connection(), max_attempts, db_time(now)).await
+        let report =
+            sql::sweep_expired(self.store.connection(), max_attempts, db_time(now)).await?;
+        if !report.requeued.is_empty() || !report.failed.is_empty() {
+            self.wake_work();
+        }
+        if report.released_pending > 0 {
+            self.wake_pending();
+        }
+        Ok(report)
     }
 
     /// An operator asks for another try of a skipped or failed incident.
     pub async fn retry(&self, incident_id: Uuid, now: DateTime<Utc>) -> Result<(), QueueError> {
         let changed = sql::retry(self.store.connection(), incident_id, db_time(now)).await?;
-        self.expect_changed(changed, incident_id, sql::RETRY).await
+        self.expect_changed(changed, incident_id, sql::RETRY)
+            .await?;
+        self.wake_work();
+        Ok(())
     }
 
     /// One incident.

@@ -20,4 +20,5 @@ mod serve;
 mod support;
 mod tidy;
 mod untrusted_text;
+mod wakeups;
 mod worker;

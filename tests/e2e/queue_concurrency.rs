@@ -207,3 +207,114 @@ async fn two_processes_share_the_queue_safely() {
         );
     }
 }
+
+/// Investigating incidents and the agent slots they hold, from the database.
+async fn slots_in_use(queue: &Queue) -> (i64, Vec<i32>) {
+    let db = queue.store().connection();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT agent_slot FROM incidents WHERE status = 'investigating'",
+        ))
+        .await
+        .unwrap();
+    let slots: Vec<i32> = rows
+        .iter()
+        .filter_map(|row| row.try_get::<Option<i32>>("", "agent_slot").unwrap())
+        .collect();
+    (rows.len() as i64, slots)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_fleet_cap_holds_across_concurrent_claimers_and_survives_crashed_holders() {
+    const CAP: u32 = 3;
+    for db in backends().await {
+        let (queue, all_ids) = seed(&db).await;
+        // A crashed replica held every slot; its leases have run out, so only the sweeper can
+        // free them, and until it does nobody may start an agent.
+        let long_ago = Utc::now() - chrono::Duration::hours(1);
+        let crashed = queue.clone().with_fleet_max_agents(Some(CAP));
+        for _ in 0..CAP {
+            crashed
+                .claim("crashed-replica", Duration::from_secs(30), long_ago)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert!(
+            crashed
+                .claim("crashed-replica", Duration::from_secs(30), long_ago)
+                .await
+                .unwrap()
+                .is_none(),
+            "{}: every slot is held",
+            db.backend
+        );
+
+        let running = Arc::new(Mutex::new(0usize));
+        let peak = Arc::new(Mutex::new(0usize));
+        let completed: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..WORKERS {
+            // each worker has its own connection pool, as separate replicas would
+            let queue = Queue::new(db.store().await).with_fleet_max_agents(Some(CAP));
+            let (running, peak, completed) = (running.clone(), peak.clone(), completed.clone());
+            let backend = db.backend;
+            tasks.spawn(async move {
+                let owner = format!("replica-{worker}");
+                loop {
+                    if worker == 0 {
+                        queue.sweep_expired(3, Utc::now()).await.unwrap();
+                    }
+                    let Some((incident, lease)) = queue
+                        .claim(&owner, Duration::from_secs(60), Utc::now())
+                        .await
+                        .unwrap()
+                    else {
+                        if open_work(&queue).await == 0 {
+                            return;
+                        }
+                        tokio::task::yield_now().await;
+                        continue;
+                    };
+                    {
+                        let mut running = running.lock().unwrap();
+                        *running += 1;
+                        assert!(
+                            *running <= CAP as usize,
+                            "{backend}: {} agents at once over a cap of {CAP}",
+                            *running
+                        );
+                        let mut peak = peak.lock().unwrap();
+                        *peak = (*peak).max(*running);
+                    }
+                    let (investigating, slots) = slots_in_use(&queue).await;
+                    assert!(
+                        investigating <= i64::from(CAP),
+                        "{backend}: {investigating} investigating in the database"
+                    );
+                    let distinct: BTreeSet<i32> = slots.iter().copied().collect();
+                    assert_eq!(distinct.len(), slots.len(), "{backend}: a slot held twice");
+                    assert!(slots.iter().all(|slot| (0..CAP as i32).contains(slot)));
+                    tokio::task::yield_now().await;
+                    *running.lock().unwrap() -= 1;
+                    completed.lock().unwrap().push(incident.id);
+                    queue.complete(&lease, 0, Utc::now()).await.unwrap();
+                }
+            });
+        }
+        while let Some(result) = tasks.join_next().await {
+            result.unwrap();
+        }
+        let completed = completed.lock().unwrap().clone();
+        let unique: BTreeSet<_> = completed.iter().copied().collect();
+        assert_eq!(completed.len(), INCIDENTS, "{}", db.backend);
+        assert_eq!(unique, all_ids, "{}", db.backend);
+        assert!(
+            *peak.lock().unwrap() > 1,
+            "{}: the workers ran in parallel",
+            db.backend
+        );
+        assert_eq!(slots_in_use(&queue).await, (0, vec![]), "{}", db.backend);
+    }
+}

@@ -46,6 +46,7 @@ fn config(lease: Duration) -> WorkerConfig {
         concurrency: 4,
         lease,
         poll_interval: Duration::from_millis(20),
+        fleet_max_agents: None,
         max_attempts: 3,
         sweep_interval: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(5),

@@ -536,15 +536,34 @@ pub(super) async fn defer_pending(
 }
 
 /// The claim statement: the best queued incident of a cluster with no agent running, by
-/// priority then age; `$1` owner, `$2` lease end, `$3` now.
-fn claim_sql(backend: DbBackend) -> String {
+/// priority then age; `$1` owner, `$2` lease end, `$3` now. With `capped`, `$4` is the fleet's
+/// `fleet_max_agents`: the claim also takes the lowest agent slot below it that no
+/// investigating incident holds, and takes nothing when every slot is held. The partial unique
+/// index `uq_incidents_agent_slot` refuses a second holder of a slot, so two claimers racing
+/// for the last slot cannot both win (the loser retries, like a same-cluster race). An uncapped
+/// claim clears the column, so a number left from an earlier capped run is never revived.
+fn claim_sql(backend: DbBackend, capped: bool) -> String {
     let lock = match backend {
         DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
         _ => "",
     };
+    let (with, slot, has_slot) = if capped {
+        (
+            "WITH RECURSIVE slot(n) AS ( \
+               SELECT 0 UNION ALL SELECT n + 1 FROM slot WHERE n + 1 < $4), \
+             free_slot AS ( \
+               SELECT MIN(n) AS n FROM slot WHERE NOT EXISTS ( \
+                 SELECT 1 FROM incidents held \
+                 WHERE held.status = 'investigating' AND held.agent_slot = slot.n)) ",
+            "(SELECT n FROM free_slot)",
+            "AND (SELECT n FROM free_slot) IS NOT NULL ",
+        )
+    } else {
+        ("", "NULL", "")
+    };
     format!(
-        "UPDATE incidents SET status = '{to}', lease_owner = $1, lease_expires_at = $2, \
-           started_at = $3, updated_at = $3, attempts = attempts + 1 \
+        "{with}UPDATE incidents SET status = '{to}', lease_owner = $1, lease_expires_at = $2, \
+           started_at = $3, updated_at = $3, attempts = attempts + 1, agent_slot = {slot} \
          WHERE id = ( \
            SELECT i.id FROM incidents i \
            WHERE {candidate} \
@@ -554,7 +573,7 @@ fn claim_sql(backend: DbBackend) -> String {
                WHERE busy.cluster = i.cluster AND busy.status = 'investigating') \
            ORDER BY i.priority DESC, i.queued_at, i.id \
            LIMIT 1 {lock}) \
-         AND {from} \
+         {has_slot}AND {from} \
          RETURNING *",
         to = CLAIM.to,
         candidate = CLAIM.accepts("i.status"),
@@ -567,14 +586,18 @@ pub(super) async fn claim(
     owner: &str,
     lease_until: DateTime<Utc>,
     now: DateTime<Utc>,
+    fleet_max_agents: Option<u32>,
 ) -> Result<Option<incidents::Model>, DbErr> {
-    let sql = claim_sql(db.get_database_backend());
+    let sql = claim_sql(db.get_database_backend(), fleet_max_agents.is_some());
     for _ in 0..CLAIM_RACE_RETRIES {
-        let values = vec![owner.into(), lease_until.into(), now.into()];
+        let mut values = vec![owner.into(), lease_until.into(), now.into()];
+        if let Some(cap) = fleet_max_agents {
+            values.push(i32::try_from(cap).unwrap_or(i32::MAX).into());
+        }
         match incidents_from(db, stmt(db, &sql, values)).await {
             Ok(mut rows) => return Ok(rows.pop()),
-            // Another worker took an incident of the same cluster in the same instant; the
-            // database refused the second one, so pick again.
+            // Another worker took an incident of the same cluster, or the same agent slot, in
+            // the same instant; the database refused the second one, so pick again.
             Err(error) if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 continue;
             }
@@ -582,6 +605,23 @@ pub(super) async fn claim(
         }
     }
     Ok(None)
+}
+
+/// The earliest time after `now` at which an incident in `status` waiting on `run_after` (a
+/// retry-later delay, a pre-triage deferral) becomes due.
+pub(super) async fn next_due(
+    db: &DatabaseConnection,
+    status: JobStatus,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let sql = format!(
+        "SELECT run_after FROM incidents \
+         WHERE status = '{status}' AND run_after IS NOT NULL AND run_after > $1 \
+         ORDER BY run_after LIMIT 1"
+    );
+    let row = db.query_one_raw(stmt(db, &sql, vec![now.into()])).await?;
+    row.map(|row| row.try_get::<DateTime<Utc>>("", "run_after"))
+        .transpose()
 }
 
 /// Finds a leased row by id (see [`Transition::guards_row`] for the `IS TRUE`).
@@ -815,7 +855,7 @@ mod plan_tests {
         )
         .await
         .unwrap();
-        let sql = claim_sql(DbBackend::Postgres);
+        let sql = claim_sql(DbBackend::Postgres, false);
         for mode in ["force_generic_plan", "force_custom_plan"] {
             // one connection for SET, PREPARE and EXPLAIN
             let txn = sea_orm::TransactionTrait::begin(db).await.unwrap();

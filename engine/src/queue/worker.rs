@@ -11,7 +11,7 @@ use chrono::Utc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Incident, JobOutcome, Lease, Queue, QueueError};
+use super::{Incident, JobOutcome, JobStatus, Lease, Queue, QueueError};
 
 /// Runs one investigation. Implemented by the agent runtime; tests use fakes.
 pub trait Investigate: Send + Sync + 'static {
@@ -51,8 +51,12 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Lease length; renewed every `lease / 3`.
     pub lease: Duration,
-    /// How long to wait before looking again when nothing is claimable.
+    /// The fallback: how long an idle slot waits before looking again when no wake-up came
+    /// (wake-ups come from this process, from other replicas through Postgres `NOTIFY`, and at a
+    /// delayed incident's due time).
     pub poll_interval: Duration,
+    /// Investigations running at once across every replica on the database (`None`: no cap).
+    pub fleet_max_agents: Option<u32>,
     /// Claims after which an incident whose lease keeps expiring is failed.
     pub max_attempts: i32,
     /// How often the sweeper runs.
@@ -70,6 +74,7 @@ impl Default for WorkerConfig {
             concurrency: 2,
             lease,
             poll_interval: Duration::from_secs(1),
+            fleet_max_agents: None,
             max_attempts: 3,
             sweep_interval: sweep_interval(lease),
             shutdown_grace: Duration::from_secs(30),
@@ -83,7 +88,8 @@ pub fn sweep_interval(lease: Duration) -> Duration {
     (lease / 4).max(Duration::from_secs(1))
 }
 
-/// Runs `config.concurrency` worker slots and the sweeper until `shutdown` fires, then lets
+/// Runs `config.concurrency` worker slots, the sweeper and (on Postgres) the wake-up listener
+/// until `shutdown` fires, then lets
 /// in-flight investigations finish for `shutdown_grace` and cancels the rest. Each of `resumed`
 /// runs first, one per slot (in extra slots that end with it when there are more resumed
 /// investigations than slots).
@@ -94,7 +100,13 @@ pub async fn run<I: Investigate>(
     resumed: Vec<Resumed>,
     shutdown: CancellationToken,
 ) {
+    let queue = queue.with_fleet_max_agents(config.fleet_max_agents);
     let hard_stop = CancellationToken::new();
+    let listener = {
+        let queue = queue.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { queue.listen_for_wakeups(shutdown).await })
+    };
     let mut slots = JoinSet::new();
     let claiming = config.concurrency.max(1);
     let mut resumed = resumed.into_iter();
@@ -149,6 +161,7 @@ pub async fn run<I: Investigate>(
         while slots.join_next().await.is_some() {}
     }
     let _ = sweeper.await;
+    let _ = listener.await;
 }
 
 async fn sweep_loop(queue: &Queue, config: &WorkerConfig, shutdown: &CancellationToken) {
@@ -199,9 +212,10 @@ async fn slot_loop<I: Investigate>(
                 run_one(queue, config, investigator, incident, lease, hard_stop).await;
             }
             Ok(None) => {
+                let wait = idle_wait(queue, config.poll_interval).await;
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(config.poll_interval) => {}
+                    _ = queue.wait_for_work(wait) => {}
                 }
             }
             Err(error) => {
@@ -211,6 +225,20 @@ async fn slot_loop<I: Investigate>(
                     _ = tokio::time::sleep(config.poll_interval) => {}
                 }
             }
+        }
+    }
+}
+
+/// How long an idle slot waits for a wake-up: the poll interval, or less when a delayed
+/// incident becomes due sooner.
+async fn idle_wait(queue: &Queue, poll_interval: Duration) -> Duration {
+    let now = Utc::now();
+    match queue.next_due(JobStatus::Queued, now).await {
+        Ok(Some(due)) => (due - now).to_std().unwrap_or_default().min(poll_interval),
+        Ok(None) => poll_interval,
+        Err(error) => {
+            tracing::warn!(error = %error, "could not read the next due time; polling");
+            poll_interval
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::plugin::{CONTEXT_FILE_ANNOTATION, wit_incident};
-use crate::queue::{Incident, Queue, QueuePatch};
+use crate::queue::{Incident, JobStatus, Queue, QueuePatch};
 use crate::store::{NewPluginRun, Store};
 
 /// What pre-triage decided for one incident.
@@ -59,9 +59,15 @@ pub async fn run<P: PreTriage>(
             }
         };
         if taken.is_empty() {
+            // Woken by new pending incidents of this process, or at the next deferral's due time.
+            let now = Utc::now();
+            let wait = match queue.next_due(JobStatus::Pending, now).await {
+                Ok(Some(due)) => (due - now).to_std().unwrap_or_default().min(poll_interval),
+                _ => poll_interval,
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(poll_interval) => continue,
+                _ = queue.wait_for_pending(wait) => continue,
             }
         }
         for incident in taken {

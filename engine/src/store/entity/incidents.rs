@@ -29,6 +29,7 @@ pub struct Model {
     pub exit_code: Option<i32>,
     pub fault_type: Option<String>,
     pub severity: Option<String>,
+    pub agent_slot: Option<i32>,
 }
 
 #[allow(missing_docs)]
