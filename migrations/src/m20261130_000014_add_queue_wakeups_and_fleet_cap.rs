@@ -2,7 +2,8 @@
 //!
 //! - `incidents.agent_slot`: which of the fleet's `[workers] fleet_max_agents` slots an
 //!   investigating incident holds (null when no cap is configured). The partial unique index
-//!   `uq_incidents_agent_slot (agent_slot) WHERE status = 'investigating'` makes a slot number
+//!   `uq_incidents_agent_slot (agent_slot) WHERE status = 'investigating' AND agent_slot IS NOT
+//!   NULL` (uncapped claims never write it) makes a slot number
 //!   held by at most one running investigation, in every process and replica, the way
 //!   `uq_incidents_one_investigating_per_cluster` does for clusters; a claim only takes numbers
 //!   below the cap, so at most `fleet_max_agents` investigations run at once. A slot is a
@@ -11,10 +12,17 @@
 //! - `idx_incidents_queued_run_after (run_after) WHERE status = 'queued' AND run_after IS NOT
 //!   NULL`: the earliest due time of a delayed incident, which an idle worker sleeps until
 //!   instead of polling. Only retried-later incidents are in it.
+//! - Cheaper claims: `idx_incidents_lease (lease_expires_at) WHERE lease_expires_at IS NOT NULL`
+//!   is replaced by `idx_incidents_pending_lease`, the same on pending incidents only. Claims,
+//!   heartbeats and finishes no longer write a lease index (two fewer index writes per
+//!   incident, none per heartbeat); the sweep finds expired investigations through
+//!   `uq_incidents_one_investigating_per_cluster`, which holds only running investigations.
 //! - Postgres only: the trigger `nightcrier_queue_notify` sends `NOTIFY nightcrier_queue` in the
-//!   transaction that makes work claimable (an incident becomes `queued`, or an investigation
-//!   ends and frees its cluster and its slot), so idle workers of every replica wake at once.
-//!   Postgres folds identical notifications of one transaction into one.
+//!   transaction that makes an incident `queued` (pre-triage, a retry, a retry-later outcome, a
+//!   swept lease), so idle workers of every replica wake at once. Postgres folds identical
+//!   notifications of one transaction into one. An investigation that ends does not notify: the
+//!   slot that ran it claims again at once, and so takes the cluster or agent slot it freed;
+//!   completions stay off the database-wide lock a notifying commit takes.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
@@ -34,8 +42,7 @@ const NOTIFY_TRIGGER: &str = r#"
 CREATE TRIGGER nightcrier_queue_notify
     AFTER UPDATE OF status ON incidents
     FOR EACH ROW
-    WHEN ((NEW.status = 'queued' AND OLD.status <> 'queued')
-          OR (OLD.status = 'investigating' AND NEW.status <> 'investigating'))
+    WHEN (NEW.status = 'queued' AND OLD.status <> 'queued')
     EXECUTE FUNCTION nightcrier_queue_notify()"#;
 
 #[async_trait::async_trait]
@@ -46,9 +53,12 @@ impl MigrationTrait for Migration {
             r#"
             ALTER TABLE incidents ADD COLUMN agent_slot INTEGER;
             CREATE UNIQUE INDEX uq_incidents_agent_slot ON incidents (agent_slot)
-                WHERE status = 'investigating';
+                WHERE status = 'investigating' AND agent_slot IS NOT NULL;
             CREATE INDEX idx_incidents_queued_run_after ON incidents (run_after)
-                WHERE status = 'queued' AND run_after IS NOT NULL
+                WHERE status = 'queued' AND run_after IS NOT NULL;
+            DROP INDEX idx_incidents_lease;
+            CREATE INDEX idx_incidents_pending_lease ON incidents (lease_expires_at)
+                WHERE status = 'pending' AND lease_expires_at IS NOT NULL
             "#,
         )
         .await?;
@@ -71,6 +81,9 @@ impl MigrationTrait for Migration {
         crate::sql(
             manager,
             r#"
+            DROP INDEX idx_incidents_pending_lease;
+            CREATE INDEX idx_incidents_lease ON incidents (lease_expires_at)
+                WHERE lease_expires_at IS NOT NULL;
             DROP INDEX idx_incidents_queued_run_after;
             DROP INDEX uq_incidents_agent_slot;
             ALTER TABLE incidents DROP COLUMN agent_slot

@@ -1,6 +1,9 @@
 //! Wake-ups: idle worker slots and pre-triage wait on a [`Notify`] instead of sleeping a poll
 //! interval, and on Postgres a listener task turns `NOTIFY nightcrier_queue` (sent by a trigger
-//! in the transaction that makes work claimable, in any replica) into the same wake-up.
+//! in the transaction that makes an incident `queued`, in any replica) into the same wake-up.
+//! In process, a finished investigation also wakes a slot (its cluster, or its agent slot under
+//! `fleet_max_agents`, is free); across replicas it need not, since the finishing slot claims
+//! again at once.
 //!
 //! `notify_one` keeps a permit when no slot is waiting, so a wake-up sent between a slot's empty
 //! claim and its wait is not lost; a slot that claims passes the wake-up on, so a burst reaches
