@@ -22,7 +22,7 @@
 //!   swept lease), so idle workers of every replica wake at once. Postgres folds identical
 //!   notifications of one transaction into one. An investigation that ends does not notify: the
 //!   slot that ran it claims again at once, and so takes the cluster or agent slot it freed;
-//!   completions stay off the database-wide lock a notifying commit takes.
+//!   completions stay off the global lock every notifying commit takes.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
