@@ -157,11 +157,25 @@ async fn eight_workers_claim_each_incident_once_and_one_per_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_the_queue_safely() {
+    two_processes(None).await;
+}
+
+/// Two OS processes of four claimers each under a fleet cap of 2: every claimer checks after
+/// its claim that no more than 2 incidents are investigating anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_respect_the_fleet_cap() {
+    two_processes(Some(2)).await;
+}
+
+async fn two_processes(cap: Option<u32>) {
     for db in backends().await {
         let (queue, all_ids) = seed(&db).await;
+        let cap_arg = cap.map(|cap| cap.to_string());
         let spawn = |owner: &str| {
+            let mut args = vec![db.url.as_str(), owner, "4"];
+            args.extend(cap_arg.as_deref());
             tokio::process::Command::new(env!("CARGO_BIN_EXE_nightcrier-queue-worker"))
-                .args([db.url.as_str(), owner, "4"])
+                .args(args)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .kill_on_drop(true)

@@ -1,6 +1,7 @@
 //! A queue worker process for the multi-process tests: claims and completes incidents until the
 //! queue is empty, checking after every claim that its cluster has exactly one investigating
-//! incident, and prints each claimed incident id on stdout.
+//! incident (and, with a fleet cap, that no more than the cap are investigating anywhere), and
+//! prints each claimed incident id on stdout.
 
 use std::time::Duration;
 
@@ -15,12 +16,13 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let url = args
         .next()
-        .context("usage: nightcrier-queue-worker URL OWNER TASKS")?;
+        .context("usage: nightcrier-queue-worker URL OWNER TASKS [FLEET_MAX_AGENTS]")?;
     let owner = args.next().context("missing OWNER")?;
     let tasks: usize = args.next().context("missing TASKS")?.parse()?;
+    let cap: Option<u32> = args.next().map(|text| text.parse()).transpose()?;
     let store = Store::connect(&StoreConfig::new(&url)).await?;
     store.ensure_migrated().await?;
-    let queue = Queue::new(store);
+    let queue = Queue::new(store).with_fleet_max_agents(cap);
     let mut handles = Vec::new();
     for task in 0..tasks {
         let queue = queue.clone();
@@ -47,6 +49,14 @@ async fn work(queue: &Queue, owner: &str) -> anyhow::Result<()> {
                         incident.cluster
                     );
                 }
+                if let Some(cap) = queue.fleet_max_agents() {
+                    let running = investigating_everywhere(queue).await?;
+                    if running > i64::from(cap) {
+                        bail!("{running} incidents investigating over a fleet cap of {cap}");
+                    }
+                    // hold the slot a moment, so the other process meets a full fleet
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
                 println!("{}", incident.id);
                 queue.complete(&lease, 0, Utc::now()).await?;
             }
@@ -70,6 +80,18 @@ async fn investigating_in(queue: &Queue, cluster: &str) -> anyhow::Result<i64> {
             db.get_database_backend(),
             "SELECT COUNT(*) AS n FROM incidents WHERE cluster = $1 AND status = 'investigating'",
             [cluster.into()],
+        ))
+        .await?
+        .context("count returned no row")?;
+    Ok(row.try_get("", "n")?)
+}
+
+async fn investigating_everywhere(queue: &Queue) -> anyhow::Result<i64> {
+    let db = queue.store().connection();
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM incidents WHERE status = 'investigating'",
         ))
         .await?
         .context("count returned no row")?;
