@@ -89,10 +89,10 @@ pub fn sweep_interval(lease: Duration) -> Duration {
 }
 
 /// Runs `config.concurrency` worker slots, the sweeper and (on Postgres) the wake-up listener
-/// until `shutdown` fires, then lets
-/// in-flight investigations finish for `shutdown_grace` and cancels the rest. Each of `resumed`
-/// runs first, one per slot (in extra slots that end with it when there are more resumed
-/// investigations than slots).
+/// until `shutdown` fires, then lets in-flight investigations finish for `shutdown_grace` and
+/// cancels the rest. Claims respect `config.fleet_max_agents`. Each of `resumed` runs first, one
+/// per slot (in extra slots that end with it when there are more resumed investigations than
+/// slots).
 pub async fn run<I: Investigate>(
     queue: Queue,
     config: WorkerConfig,
