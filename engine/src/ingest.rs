@@ -4,8 +4,10 @@
 //!
 //! [`Ingestor`] owns one writer task. Messages that arrive together are decoded and written in
 //! one transaction (up to `batch_max` messages, waiting at most `linger` after the first), so a
-//! storm is absorbed at batch speed while a lone event is durable within milliseconds. Nothing
-//! here waits on pre-triage, agents or post-triage.
+//! storm is absorbed at batch speed while a lone event is durable within milliseconds. The
+//! writer is a two-stage pipeline: while one batch's transaction runs (in a task of its own),
+//! the next batch is gathered and decoded; transactions still run one at a time, in order.
+//! Nothing here waits on pre-triage, agents or post-triage.
 //!
 //! When the database cannot be written (restart, network cut, disk full), stream messages (MCP,
 //! poll) go to the on-disk [`spool`] and are written in arrival order once it can be written
@@ -36,7 +38,7 @@ pub use decode::{Decoded, Decoder, Received, message_for};
 pub use read::{InputItem, KEPT_OF_OVERSIZED, read_input};
 pub use spool::{Recovered, Spool};
 
-use crate::queue::{IngestBatch, Ingested, Queue};
+use crate::queue::{IngestBatch, Ingested, Queue, QueueError};
 
 /// Largest message accepted (a fault is ~1 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -202,6 +204,8 @@ impl Ingestor {
             spool,
             mode,
             rejects: RejectLog::default(),
+            gathered: Vec::new(),
+            linger_end: tokio::time::Instant::now(),
         };
         let task = tokio::spawn(writer.run(shutdown));
         Ok((Self { items, shared }, task))
@@ -322,6 +326,34 @@ struct Writer {
     spool: Option<Spool>,
     mode: Mode,
     rejects: RejectLog,
+    /// The batch being gathered: kept here, not in a local, so that gathering can be
+    /// interrupted (by the commit in flight ending) without losing what it took.
+    gathered: Vec<Item>,
+    /// When the batch being gathered stops waiting for more.
+    linger_end: tokio::time::Instant,
+}
+
+/// A decoded batch, ready to be written.
+struct Prepared {
+    items: Vec<Item>,
+    parts: Vec<Part>,
+    batch: IngestBatch,
+}
+
+/// What the commit task hands back: the batch and how its transaction ended.
+type Landed = (Prepared, Result<Vec<Ingested>, QueueError>);
+
+/// A batch being written by its own task while the writer gathers and decodes the next one.
+struct InFlight {
+    task: tokio::task::JoinHandle<Landed>,
+}
+
+/// What the writer waited for.
+enum Next {
+    /// A batch was gathered (and whether shutdown has begun).
+    Gathered(Vec<Item>, bool),
+    /// The commit in flight ended.
+    Landed(Result<Landed, tokio::task::JoinError>),
 }
 
 /// A commit that could not reach the database; the items are handed back.
@@ -331,30 +363,67 @@ struct Unreachable {
 }
 
 impl Writer {
+    /// The writer's loop. In direct mode it is a two-stage pipeline: while one batch's
+    /// transaction runs in its own task, the next batch is gathered and decoded, so decoding
+    /// (plugin calls) and writing overlap instead of adding up. Batches still commit one at a
+    /// time and in order; the next is launched only once the previous one has landed.
     async fn run(mut self, shutdown: CancellationToken) {
+        let mut in_flight: Option<InFlight> = None;
         loop {
-            let (items, closing) = self.gather(&shutdown).await;
+            let next = match in_flight.as_mut() {
+                Some(flight) => tokio::select! {
+                    joined = &mut flight.task => Next::Landed(joined),
+                    (items, closing) = self.gather(&shutdown) => Next::Gathered(items, closing),
+                },
+                None => {
+                    let (items, closing) = self.gather(&shutdown).await;
+                    Next::Gathered(items, closing)
+                }
+            };
+            let (items, closing) = match next {
+                Next::Landed(joined) => {
+                    in_flight = None;
+                    self.land(joined).await;
+                    continue;
+                }
+                Next::Gathered(items, closing) => (items, closing),
+            };
             if self.config.log_rejections {
                 self.rejects.flush_if_due();
             }
             if !items.is_empty() {
                 match self.mode {
+                    Mode::Direct if self.backlogged() => {
+                        // No time to decode: after the batch in flight, this one and all that
+                        // waits behind it go to the spool.
+                        if let Some(flight) = in_flight.take() {
+                            let joined = flight.task.await;
+                            self.land(joined).await;
+                        }
+                        match self.mode {
+                            Mode::Direct => self.spool_backlog(items).await,
+                            Mode::Spooling { .. } => self.while_spooling(items).await,
+                        }
+                    }
                     Mode::Direct => {
-                        if let Err(unreachable) = self.commit(items).await {
-                            self.enter_spooling(unreachable.items, &unreachable.error)
-                                .await;
-                        } else if self.rx.len()
-                            > self.config.batch_max * self.config.backlog_batches
-                            && self.spool.is_some()
-                        {
-                            let backlog = self.drain_now();
-                            tracing::warn!(
-                                backlog = backlog.len(),
-                                "ingest backlog beyond its bound; spooling it to disk"
-                            );
-                            self.enter_spooling(backlog, "backlog").await;
-                            if let Mode::Spooling { store_up, .. } = &mut self.mode {
-                                *store_up = true;
+                        // Decode this batch while the previous one is being written.
+                        let prepared = self.prepare(items).await;
+                        if let Some(flight) = in_flight.take() {
+                            let joined = flight.task.await;
+                            self.land(joined).await;
+                        }
+                        if let Some(prepared) = prepared {
+                            match self.mode {
+                                Mode::Direct if !self.backlogged() => {
+                                    in_flight = Some(self.launch(prepared));
+                                }
+                                // The feeds outrun the disk: this batch and all that waits
+                                // behind it go to the spool, in arrival order, so memory stays
+                                // bounded; the replay decodes them again.
+                                Mode::Direct => self.spool_backlog(prepared.items).await,
+                                // The previous batch found the database gone: this one follows
+                                // it to the spool.
+                                Mode::Spooling { .. } => self.while_spooling(prepared.items).await,
                             }
                         }
                     }
@@ -364,7 +433,12 @@ impl Writer {
             if matches!(self.mode, Mode::Spooling { .. }) && !closing {
                 self.replay().await;
             }
-            if closing && self.rx.is_empty() {
+            if closing && self.rx.is_empty() && self.gathered.is_empty() {
+                if let Some(flight) = in_flight.take() {
+                    let joined = flight.task.await;
+                    self.land(joined).await;
+                    continue;
+                }
                 break;
             }
         }
@@ -373,49 +447,104 @@ impl Writer {
         }
     }
 
+    /// Starts writing `prepared` in its own task.
+    fn launch(&self, prepared: Prepared) -> InFlight {
+        let queue = self.queue.clone();
+        InFlight {
+            task: tokio::spawn(async move {
+                let result = queue.commit_batch(&prepared.batch).await;
+                (prepared, result)
+            }),
+        }
+    }
+
+    /// Answers a batch whose transaction ended; spools it if the database was away.
+    async fn land(&mut self, joined: Result<Landed, tokio::task::JoinError>) {
+        let (prepared, result) =
+            joined.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        if let Err(unreachable) = self.settle(prepared, result).await {
+            self.enter_spooling(unreachable.items, &unreachable.error)
+                .await;
+        }
+    }
+
+    /// Whether more messages wait in memory than the bound (`backlog_batches` batches) and
+    /// there is a spool to put them in.
+    fn backlogged(&self) -> bool {
+        self.spool.is_some() && self.rx.len() > self.config.batch_max * self.config.backlog_batches
+    }
+
+    /// Spools `first` and then everything waiting behind it, and replays from there.
+    async fn spool_backlog(&mut self, first: Vec<Item>) {
+        let mut backlog = first;
+        backlog.append(&mut self.gathered);
+        backlog.extend(self.drain_now());
+        tracing::warn!(
+            backlog = backlog.len(),
+            "ingest backlog beyond its bound; spooling it to disk"
+        );
+        self.enter_spooling(backlog, "backlog").await;
+        if let Mode::Spooling { store_up, .. } = &mut self.mode {
+            *store_up = true;
+        }
+    }
+
     /// Waits for the next batch: in direct mode for a first message and then up to `linger`
     /// more; while spooling, until the next replay is due. The flag says shutdown has begun.
+    /// Cancel-safe: what it has taken stays in `self.gathered` for the next call.
     async fn gather(&mut self, shutdown: &CancellationToken) -> (Vec<Item>, bool) {
-        let mut items = Vec::new();
-        let deadline = match self.mode {
-            Mode::Direct => None,
-            Mode::Spooling { retry_at, .. } => Some(retry_at),
-        };
         if shutdown.is_cancelled() {
-            while items.len() < self.config.batch_max {
+            while self.gathered.len() < self.config.batch_max {
                 match self.rx.try_recv() {
-                    Ok(item) => items.push(item),
+                    Ok(item) => self.gathered.push(item),
                     Err(_) => break,
                 }
             }
-            return (items, true);
+            return (std::mem::take(&mut self.gathered), true);
         }
-        let first = tokio::select! {
-            item = self.rx.recv() => item,
-            _ = shutdown.cancelled() => return (items, true),
-            _ = sleep_until_opt(deadline) => return (items, false),
-        };
-        let Some(first) = first else {
-            return (items, true);
-        };
-        items.push(first);
-        let linger_end = tokio::time::Instant::now() + self.config.linger;
-        while items.len() < self.config.batch_max {
+        if self.gathered.is_empty() {
+            let deadline = match self.mode {
+                Mode::Direct => None,
+                Mode::Spooling { retry_at, .. } => Some(retry_at),
+            };
+            let first = tokio::select! {
+                item = self.rx.recv() => item,
+                _ = shutdown.cancelled() => return (Vec::new(), true),
+                _ = sleep_until_opt(deadline) => return (Vec::new(), false),
+            };
+            let Some(first) = first else {
+                return (Vec::new(), true);
+            };
+            self.gathered.push(first);
+            self.linger_end = tokio::time::Instant::now() + self.config.linger;
+        }
+        if matches!(self.mode, Mode::Spooling { .. }) {
+            // Everything waiting goes to the spool in one append (one fsync): the spool must
+            // take messages faster than any feed can send them.
+            while self.gathered.len() < self.config.buffer {
+                match self.rx.try_recv() {
+                    Ok(item) => self.gathered.push(item),
+                    Err(_) => break,
+                }
+            }
+            return (std::mem::take(&mut self.gathered), false);
+        }
+        while self.gathered.len() < self.config.batch_max {
             match self.rx.try_recv() {
-                Ok(item) => items.push(item),
+                Ok(item) => self.gathered.push(item),
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     tokio::select! {
                         item = self.rx.recv() => match item {
-                            Some(item) => items.push(item),
+                            Some(item) => self.gathered.push(item),
                             None => break,
                         },
-                        _ = tokio::time::sleep_until(linger_end) => break,
+                        _ = tokio::time::sleep_until(self.linger_end) => break,
                     }
                 }
             }
         }
-        (items, false)
+        (std::mem::take(&mut self.gathered), false)
     }
 
     fn drain_now(&mut self) -> Vec<Item> {
@@ -431,6 +560,15 @@ impl Writer {
     /// data, each message is committed alone so that one bad message cannot hold the others
     /// back, and the one it refuses is kept as a dead letter.
     async fn commit(&mut self, items: Vec<Item>) -> Result<(), Unreachable> {
+        let Some(prepared) = self.prepare(items).await else {
+            return Ok(());
+        };
+        let result = self.queue.commit_batch(&prepared.batch).await;
+        self.settle(prepared, result).await
+    }
+
+    /// Decodes `items` into one batch; `None` when none is left to write.
+    async fn prepare(&mut self, items: Vec<Item>) -> Option<Prepared> {
         // A caller that stopped waiting (a webhook answered 503 on its timeout) must not have
         // its message stored behind its back: the sender will send it again.
         let items: Vec<Item> = items
@@ -438,7 +576,7 @@ impl Writer {
             .filter(|item| !item.reply.as_ref().is_some_and(|reply| reply.is_closed()))
             .collect();
         if items.is_empty() {
-            return Ok(());
+            return None;
         }
         let mut batch = IngestBatch::default();
         let mut parts = Vec::with_capacity(items.len());
@@ -452,7 +590,25 @@ impl Writer {
             batch.rejected.extend(decoded.rejected);
             batch.plugin_runs.extend(decoded.plugin_run);
         }
-        match self.queue.commit_batch(&batch).await {
+        Some(Prepared {
+            items,
+            parts,
+            batch,
+        })
+    }
+
+    /// Answers a batch from how its transaction ended (see [`Writer::commit`]).
+    async fn settle(
+        &mut self,
+        prepared: Prepared,
+        result: Result<Vec<Ingested>, QueueError>,
+    ) -> Result<(), Unreachable> {
+        let Prepared {
+            items,
+            parts,
+            batch,
+        } = prepared;
+        match result {
             Ok(created) => {
                 self.committed(items, parts, &batch, created);
                 Ok(())
@@ -464,9 +620,14 @@ impl Writer {
             }),
             Err(error) if items.len() > 1 => {
                 tracing::warn!(error = %error, messages = items.len(), "the database refused a batch; committing its messages one by one");
-                for item in items {
-                    // A single message either commits, or is dead-lettered with the reason.
-                    Box::pin(self.commit(vec![item])).await?;
+                let mut items = items.into_iter();
+                while let Some(item) = items.next() {
+                    // A single message either commits, or is dead-lettered with the reason; if
+                    // the database goes away meanwhile, the rest come back with it.
+                    if let Err(mut unreachable) = Box::pin(self.commit(vec![item])).await {
+                        unreachable.items.extend(items);
+                        return Err(unreachable);
+                    }
                 }
                 Ok(())
             }

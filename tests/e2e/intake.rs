@@ -520,6 +520,56 @@ async fn a_spool_left_by_a_killed_serve_is_replayed_at_restart() {
     assert!(log.contains("spool left by an earlier run"), "{log}");
 }
 
+/// A burst far beyond the writer's backlog bound (`batch_max` 5: more than 40 messages waiting
+/// sends the backlog to the spool) from two servers sending as fast as they can: the backlog is
+/// spooled and replayed, in direct mode and back, while more keeps arriving, and every fault is
+/// stored exactly once with nothing dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_backlog_bound_is_spooled_and_replayed_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/nc.db", dir.path().display());
+    let kms = FakeKms::start(&[(free_port(), "east"), (free_port(), "west")]);
+    let s = setup(
+        dir.path(),
+        &url,
+        &[("east".into(), kms.url(0)), ("west".into(), kms.url(1))],
+        // a starved test machine must not turn a slow decode into a dead letter here
+        "\n[plugins.plugin.kubernetes-mcp]\ndeadline_ms = 5000\n\n[intake]\nbatch_max = 5\nlinger = \"1ms\"\n",
+    );
+    let mut serve = Serve::start(&s.config);
+    serve
+        .wait_for("2 subscriptions", Duration::from_secs(60), || {
+            all_active(&s.listen, 2)
+        })
+        .await;
+    let (east, west) = tokio::join!(kms.emit(0, 3000, 0.0), kms.emit(1, 3000, 0.0));
+    assert_eq!(east.len() + west.len(), 6000);
+    serve
+        .wait_for("every fault stored", Duration::from_secs(120), || async {
+            count(&s.url, "fault_events").await >= 6000
+        })
+        .await;
+    let view = get_json(&s.listen, "/api/v1/clusters").await.unwrap();
+    assert_eq!(view["ingest"]["dropped"], 0, "{view}");
+    assert!(
+        view["ingest"]["spooled"].as_u64().unwrap() > 0,
+        "the burst went past the bound: {view}"
+    );
+    let conn = connect(&s.url).await;
+    assert_eq!(
+        scalar(&conn, "SELECT COUNT(*) FROM fault_events").await,
+        6000
+    );
+    let stored: HashSet<String> = strings(&conn, "SELECT fault_id FROM fault_events")
+        .await
+        .into_iter()
+        .collect();
+    let mut expected: HashSet<String> = east.into_iter().collect();
+    expected.extend(west);
+    assert_eq!(stored, expected);
+    serve.stop();
+}
+
 const ALERTMANAGER_BODY: &str = r#"{"version":"4","status":"firing","receiver":"nightcrier","groupKey":"{}:{}","alerts":[{"status":"firing","labels":{"alertname":"KubePodCrashLooping","cluster":"prod","namespace":"shop","pod":"checkout-1","severity":"critical"},"annotations":{"description":"Pod is crash looping"},"startsAt":"2025-12-20T14:07:31Z","fingerprint":"a1b2c3"}]}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
