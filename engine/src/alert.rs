@@ -378,14 +378,6 @@ impl AlertDelivery {
     }
 }
 
-/// A feed this replica runs, as the watcher sees it.
-struct Watched {
-    /// When it was first seen not active (kept across its connect/backoff phases).
-    down_since: DateTime<Utc>,
-    /// Whether `feed-down` was raised for this outage here.
-    alerted: bool,
-}
-
 /// Raises `feed-down` for each cluster whose MCP feed, running on this replica, has not been
 /// active for `down_after`, and `feed-up` when it is again (also after a restart or a handover:
 /// the last feed alert of the cluster in the database decides whether it was reported down).
@@ -397,7 +389,8 @@ pub async fn watch_feeds(
     stop: CancellationToken,
 ) {
     let every = (down_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
-    let mut watched: HashMap<String, Watched> = HashMap::new();
+    // the outage (by its `down_since`) each cluster's `feed-down` was raised for here
+    let mut alerted: HashMap<String, DateTime<Utc>> = HashMap::new();
     // clusters whose last feed alert says "down", as far as this replica knows
     let mut reported_down: HashSet<String> = match alerts.store.clusters_with_feed_down().await {
         Ok(clusters) => clusters.into_iter().collect(),
@@ -423,23 +416,20 @@ pub async fn watch_feeds(
             };
             match feed.phase {
                 FeedPhase::Connecting | FeedPhase::Subscribing | FeedPhase::Backoff => {
-                    let entry = watched.entry(cluster.clone()).or_insert(Watched {
-                        down_since: feed.phase_since.min(now),
-                        alerted: false,
-                    });
-                    let down_for = (now - entry.down_since).to_std().unwrap_or_default();
-                    if entry.alerted || down_for < down_after {
+                    let down_since = feed.down_since.unwrap_or(feed.phase_since).min(now);
+                    let down_for = (now - down_since).to_std().unwrap_or_default();
+                    if alerted.get(&cluster) == Some(&down_since) || down_for < down_after {
                         continue;
                     }
-                    entry.alerted = true;
+                    alerted.insert(cluster.clone(), down_since);
                     if reported_down.contains(&cluster) {
                         continue;
                     }
                     reported_down.insert(cluster.clone());
-                    alerts.raise(feed_down_alert(&feed, entry.down_since, down_for)).await;
+                    alerts.raise(feed_down_alert(&feed, down_since, down_for)).await;
                 }
                 FeedPhase::Active => {
-                    let outage = watched.remove(&cluster);
+                    let outage = alerted.remove(&cluster);
                     if !reported_down.remove(&cluster) {
                         continue;
                     }
@@ -452,12 +442,11 @@ pub async fn watch_feeds(
                         }
                     };
                     if still_down {
-                        let down_since = outage.map(|outage| outage.down_since);
-                        alerts.raise(feed_up_alert(&feed, down_since, now)).await;
+                        alerts.raise(feed_up_alert(&feed, outage, now)).await;
                     }
                 }
                 FeedPhase::Standby | FeedPhase::Disabled | FeedPhase::Stopped => {
-                    watched.remove(&cluster);
+                    alerted.remove(&cluster);
                 }
             }
         }
