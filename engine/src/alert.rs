@@ -426,7 +426,9 @@ pub async fn watch_feeds(
                         continue;
                     }
                     reported_down.insert(cluster.clone());
-                    alerts.raise(feed_down_alert(&feed, down_since, down_for)).await;
+                    alerts
+                        .raise(feed_down_alert(&feed, down_since, down_for))
+                        .await;
                 }
                 FeedPhase::Active => {
                     let outage = alerted.remove(&cluster);
@@ -491,7 +493,10 @@ fn feed_up_alert(
     let mut fields = vec![
         ("feed".to_owned(), feed.name.clone()),
         ("endpoint".to_owned(), feed.endpoint.clone()),
-        ("up-since".to_owned(), feed.phase_since.min(now).to_rfc3339()),
+        (
+            "up-since".to_owned(),
+            feed.phase_since.min(now).to_rfc3339(),
+        ),
     ];
     if let Some(down_since) = down_since {
         fields.push(("down-since".to_owned(), down_since.to_rfc3339()));
@@ -522,7 +527,11 @@ mod tests {
         });
         assert_eq!(degraded.kind, AlertKind::BreakerDegraded);
         assert_eq!(degraded.cluster.as_deref(), Some("prod"));
-        assert!(degraded.summary.contains("3 agent runs failed"), "{}", degraded.summary);
+        assert!(
+            degraded.summary.contains("3 agent runs failed"),
+            "{}",
+            degraded.summary
+        );
         assert!(degraded.detail.starts_with("agent exited with code 1"));
         assert!(degraded.detail.chars().count() <= MAX_DETAIL_CHARS + 1);
         let recovered = breaker_alert(&BreakerEvent::Recovered {

@@ -815,7 +815,9 @@ mod tests {
             "{}",
             error_of("[alerts]\ndelivery_attempts = 0")
         );
-        assert!(error_of("[alerts]\nfeed_down_after = \"10ms\"").contains("alerts.feed_down_after"));
+        assert!(
+            error_of("[alerts]\nfeed_down_after = \"10ms\"").contains("alerts.feed_down_after")
+        );
         assert!(error_of("[alerts]\nretry_initial = \"1h\"").contains("alerts.retry_initial"));
         assert!(error_of("[alerts]\nfeed_down = \"1m\"").contains("feed_down"));
     }

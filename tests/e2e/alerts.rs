@@ -299,7 +299,12 @@ mcp.url = "{mcp}"
             .iter()
             .map(|alert| alert["kind"].as_str().unwrap())
             .collect();
-        assert_eq!(kinds, ["feed-up", "feed-down"], "{}: newest first", db.backend);
+        assert_eq!(
+            kinds,
+            ["feed-up", "feed-down"],
+            "{}: newest first",
+            db.backend
+        );
         let newest = &listed["alerts"][0];
         assert_eq!(newest["cluster"], "kind-dev");
         assert_eq!(newest["severity"], "info");
@@ -439,9 +444,11 @@ pids_limit = 64
         // a good run closes it
         ingest(&config, &["crashloop.json"]);
         serve
-            .wait_for("the recovered message", Duration::from_secs(180), || async {
-                receiver.alert_headers().len() == 2
-            })
+            .wait_for(
+                "the recovered message",
+                Duration::from_secs(180),
+                || async { receiver.alert_headers().len() == 2 },
+            )
             .await;
         assert_eq!(
             receiver.alert_headers()[1],
@@ -592,4 +599,196 @@ async fn alerts_and_deliveries_are_recorded_and_listed_newest_first() {
         let downs = store.alerts(10, Some("feed-down"), None).await.unwrap();
         assert_eq!(downs.len(), 2);
     }
+}
+
+/// `(cluster, raised_by)` of every alert of `kind`, by cluster.
+async fn raised(url: &str, kind: &str) -> Vec<(String, String)> {
+    let db = Database::connect(url).await.unwrap();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT cluster, raised_by FROM alerts WHERE kind = '{kind}' ORDER BY cluster"),
+        ))
+        .await
+        .unwrap();
+    let found = rows
+        .iter()
+        .map(|row| {
+            (
+                row.try_get_by_index::<String>(0).unwrap(),
+                row.try_get_by_index::<String>(1).unwrap(),
+            )
+        })
+        .collect();
+    db.close().await.unwrap();
+    found
+}
+
+/// The MCP feeds one replica reports.
+async fn mcp_feeds(listen: &str) -> Vec<Value> {
+    get_json(listen, "/api/v1/clusters")
+        .await
+        .and_then(|view| view["feeds"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|feed| feed["kind"] == "mcp")
+        .collect()
+}
+
+/// `(cluster, replica)` of every feed active on one of `replicas`, sorted.
+async fn holders(replicas: &[(&str, String, PathBuf)]) -> Vec<(String, String)> {
+    let mut held = Vec::new();
+    for (name, listen, _) in replicas {
+        for feed in mcp_feeds(listen).await {
+            if feed["phase"] == "active" {
+                held.push((
+                    feed["cluster"].as_str().unwrap_or("").to_owned(),
+                    (*name).to_owned(),
+                ));
+            }
+        }
+    }
+    held.sort();
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replicas_only_the_one_running_a_feed_reports_it_down_and_up() {
+    let db = crate::support::postgres().await.expect(
+        "this test needs Postgres (replicas share one): set NIGHTCRIER_TEST_PG_URL (tests/run.sh does)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let listeners: Vec<(u16, String)> = (0..4).map(|i| (free_port(), format!("ctx-{i}"))).collect();
+    let borrowed: Vec<(u16, &str)> = listeners
+        .iter()
+        .map(|(port, cluster)| (*port, cluster.as_str()))
+        .collect();
+    let kms = FakeKms::start(&borrowed);
+    let mut replicas = Vec::new();
+    for name in ["replica-a", "replica-b"] {
+        let home = dir.path().join(name);
+        let plugins = home.join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        std::fs::copy(
+            built_plugins().join("kubernetes-mcp.wasm"),
+            plugins.join("kubernetes-mcp.wasm"),
+        )
+        .unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut text = format!(
+            r#"
+data_dir = "{data}"
+[database]
+url = "{url}"
+[workers]
+concurrency = 0
+[agent]
+instance_id = "{name}"
+[http]
+listen = "{listen}"
+[replica]
+heartbeat = "1s"
+ttl = "4s"
+lease = "6s"
+stop_margin = "2s"
+[intake.mcp]
+probe_interval = "1s"
+request_timeout = "2s"
+backoff_initial = "200ms"
+backoff_max = "1s"
+[alerts]
+feed_down_after = "3s"
+[plugins]
+dir = "{plugins}"
+"#,
+            data = home.join("data").display(),
+            url = db.url,
+            plugins = plugins.display(),
+        );
+        for index in 0..listeners.len() {
+            text.push_str(&format!(
+                "\n[[clusters]]\nname = \"c{index}\"\nmcp.url = \"{}\"\n",
+                kms.url(index)
+            ));
+        }
+        let config = home.join("nightcrier.toml");
+        std::fs::write(&config, text).unwrap();
+        replicas.push((name, listen, config));
+    }
+    let mut processes: Vec<Serve> = replicas
+        .iter()
+        .map(|(_, _, config)| Serve::start(config))
+        .collect();
+    // every cluster active on exactly one replica; remember which
+    processes[0]
+        .wait_for("each feed held once", Duration::from_secs(90), || async {
+            let held = holders(&replicas).await;
+            let clusters: std::collections::BTreeSet<&str> =
+                held.iter().map(|(cluster, _)| cluster.as_str()).collect();
+            let replicas: std::collections::BTreeSet<&str> =
+                held.iter().map(|(_, owner)| owner.as_str()).collect();
+            // both joined: rendezvous hashing spreads c0..c3 over replica-a and replica-b
+            held.len() == 4 && clusters.len() == 4 && replicas.len() == 2
+        })
+        .await;
+    let owners = holders(&replicas).await;
+    let spread: std::collections::BTreeSet<&str> =
+        owners.iter().map(|(_, owner)| owner.as_str()).collect();
+    assert_eq!(spread.len(), 2, "both replicas run feeds: {owners:?}");
+
+    let listeners = kms.kill();
+    processes[0]
+        .wait_for("four feed-down alerts", Duration::from_secs(60), || async {
+            raised(&db.url, "feed-down").await.len() >= 4
+        })
+        .await;
+    // let every outage run past twice the threshold on its owner: a replica that should not
+    // report it has had every chance to
+    for (_, listen, _) in &replicas {
+        processes[1]
+            .wait_for(
+                "the outages to pass 6 s",
+                Duration::from_secs(30),
+                || async {
+                    mcp_feeds(listen).await.iter().all(|feed| {
+                        feed["phase"] == "standby"
+                            || feed["down_since"]
+                                .as_str()
+                                .and_then(|since| since.parse::<DateTime<Utc>>().ok())
+                                .is_some_and(|since| {
+                                    Utc::now() - since > chrono::Duration::seconds(6)
+                                })
+                    })
+                },
+            )
+            .await;
+    }
+    assert_eq!(
+        raised(&db.url, "feed-down").await,
+        owners,
+        "one feed-down per cluster, from the replica running its feed"
+    );
+
+    let kms = FakeKms::start(
+        &listeners
+            .iter()
+            .map(|(port, cluster)| (*port, cluster.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    processes[0]
+        .wait_for("four feed-up alerts", Duration::from_secs(60), || async {
+            raised(&db.url, "feed-up").await.len() >= 4
+        })
+        .await;
+    let up = raised(&db.url, "feed-up").await;
+    let clusters: Vec<&str> = up.iter().map(|(cluster, _)| cluster.as_str()).collect();
+    assert_eq!(
+        clusters,
+        ["c0", "c1", "c2", "c3"],
+        "one feed-up per cluster: {up:?}"
+    );
+    for process in processes {
+        process.stop();
+    }
+    drop(kms);
 }

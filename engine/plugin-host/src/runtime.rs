@@ -936,12 +936,9 @@ impl Inner {
             Ok(value) if !value.succeeded() => "plugin_error",
             other => crate::stats::outcome_of(other),
         };
-        plugin.stats.record(
-            &plugin.summary.id,
-            stage,
-            outcome,
-            started.elapsed(),
-        );
+        plugin
+            .stats
+            .record(&plugin.summary.id, stage, outcome, started.elapsed());
         result
     }
 

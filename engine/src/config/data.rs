@@ -97,7 +97,9 @@ pub(crate) fn alerts(raw: &RawAlerts) -> anyhow::Result<AlertsConfig> {
             config.delivery_attempts
         );
     }
-    if config.retry_initial < Duration::from_millis(10) || config.retry_initial > Duration::from_secs(60) {
+    if config.retry_initial < Duration::from_millis(10)
+        || config.retry_initial > Duration::from_secs(60)
+    {
         bail!(
             "alerts.retry_initial must be between 10ms and 60s (got {:?})",
             config.retry_initial

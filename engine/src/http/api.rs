@@ -537,7 +537,10 @@ async fn alerts(
     let Query(query) = query.map_err(|error| ApiError::bad_request(error.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let kind = query.kind.as_deref().filter(|kind| !kind.is_empty());
-    let cluster = query.cluster.as_deref().filter(|cluster| !cluster.is_empty());
+    let cluster = query
+        .cluster
+        .as_deref()
+        .filter(|cluster| !cluster.is_empty());
     let rows = cx.queue.store().alerts(limit, kind, cluster).await?;
     let items: Vec<Value> = rows
         .into_iter()

@@ -4,8 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    Statement,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
 };
 use uuid::Uuid;
 
@@ -25,7 +24,11 @@ pub struct StoredAlert {
 
 impl Store {
     /// Records a raised alert, by `instance`.
-    pub async fn insert_alert(&self, raised: &RaisedAlert, instance: &str) -> Result<(), StoreError> {
+    pub async fn insert_alert(
+        &self,
+        raised: &RaisedAlert,
+        instance: &str,
+    ) -> Result<(), StoreError> {
         let mut fields = serde_json::Value::Object(
             raised
                 .alert
@@ -140,10 +143,10 @@ impl Store {
     pub async fn last_feed_alert(&self, cluster: &str) -> Result<Option<String>, StoreError> {
         let row = alerts::Entity::find()
             .filter(alerts::Column::Cluster.eq(cluster))
-            .filter(alerts::Column::Kind.is_in([
-                AlertKind::FeedDown.as_str(),
-                AlertKind::FeedUp.as_str(),
-            ]))
+            .filter(
+                alerts::Column::Kind
+                    .is_in([AlertKind::FeedDown.as_str(), AlertKind::FeedUp.as_str()]),
+            )
             .order_by_desc(alerts::Column::RaisedAt)
             .order_by_desc(alerts::Column::Id)
             .one(&self.db)
@@ -168,7 +171,10 @@ impl Store {
             ))
             .await?;
         rows.iter()
-            .map(|row| row.try_get::<String>("", "cluster").map_err(StoreError::from))
+            .map(|row| {
+                row.try_get::<String>("", "cluster")
+                    .map_err(StoreError::from)
+            })
             .collect()
     }
 }

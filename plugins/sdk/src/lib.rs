@@ -72,11 +72,11 @@ pub mod generated {
 #[doc(hidden)]
 pub use wit_bindgen::rt as __rt;
 
-pub use generated::post_triage::exports::nightcrier::plugin0_1_2::post_triage_processor::{
-    Guest as PostTriage, Outcome,
-};
 pub use generated::alerts::exports::nightcrier::plugin0_1_2::alert_handler::{
     Alert, Guest as AlertHandler,
+};
+pub use generated::post_triage::exports::nightcrier::plugin0_1_2::post_triage_processor::{
+    Guest as PostTriage, Outcome,
 };
 pub use generated::pre_triage::exports::nightcrier::plugin0_1_2::pre_triage_processor::{
     ContextFile, Decision, Guest as PreTriage, Patch,

@@ -233,10 +233,12 @@ pub fn alert_message(alert: &Alert) -> serde_json::Value {
 
 /// POST a payload to the webhook; Slack answers 200, a 429 or 5xx is worth retrying.
 fn send(url: &str, payload: &serde_json::Value) -> Result<u16, PluginError> {
-    let body = serde_json::to_vec(payload).map_err(|error| PluginError::fatal(error.to_string()))?;
-    let response = http::post(url, &[("content-type", "application/json")], &body).map_err(
-        |error| PluginError::retryable(format!("slack webhook request failed: {error}")),
-    )?;
+    let body =
+        serde_json::to_vec(payload).map_err(|error| PluginError::fatal(error.to_string()))?;
+    let response =
+        http::post(url, &[("content-type", "application/json")], &body).map_err(|error| {
+            PluginError::retryable(format!("slack webhook request failed: {error}"))
+        })?;
     if response.status != 200 {
         let text = String::from_utf8_lossy(&response.body)
             .chars()
@@ -358,26 +360,68 @@ mod tests {
     #[test]
     fn alert_messages_name_what_happened() {
         for (kind, severity, heading, color) in [
-            ("breaker-degraded", Severity::Critical, "Triage degraded on prod", "danger"),
-            ("breaker-recovered", Severity::Info, "Triage recovered on prod", "good"),
-            ("feed-down", Severity::Critical, "Event feed down on prod", "danger"),
-            ("feed-up", Severity::Info, "Event feed back up on prod", "good"),
-            ("disk-full", Severity::Warning, "nightcrier alert: disk-full", "warning"),
+            (
+                "breaker-degraded",
+                Severity::Critical,
+                "Triage degraded on prod",
+                "danger",
+            ),
+            (
+                "breaker-recovered",
+                Severity::Info,
+                "Triage recovered on prod",
+                "good",
+            ),
+            (
+                "feed-down",
+                Severity::Critical,
+                "Event feed down on prod",
+                "danger",
+            ),
+            (
+                "feed-up",
+                Severity::Info,
+                "Event feed back up on prod",
+                "good",
+            ),
+            (
+                "disk-full",
+                Severity::Warning,
+                "nightcrier alert: disk-full",
+                "warning",
+            ),
         ] {
             let payload = alert_message(&alert(kind, severity));
             let header = payload["blocks"][0]["text"]["text"].as_str().unwrap();
             assert!(header.starts_with(heading), "{kind}: {header}");
             assert_eq!(payload["attachments"][0]["color"], color, "{kind}");
-            assert!(payload["text"].as_str().unwrap().contains("3 agent runs failed"));
+            assert!(
+                payload["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("3 agent runs failed")
+            );
             let text = payload.to_string();
-            assert!(text.contains("consecutive-failures") && text.contains("agent exited with code 1"), "{text}");
+            assert!(
+                text.contains("consecutive-failures") && text.contains("agent exited with code 1"),
+                "{text}"
+            );
         }
         let mut quiet = alert("feed-up", Severity::Info);
         quiet.detail = String::new();
         quiet.cluster = None;
         let payload = alert_message(&quiet);
-        assert!(payload["blocks"][0]["text"]["text"].as_str().unwrap().contains("all clusters"));
-        assert_eq!(payload["blocks"].as_array().unwrap().len(), 4, "no detail block when empty");
+        assert!(
+            payload["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("all clusters")
+        );
+        assert_eq!(
+            payload["blocks"].as_array().unwrap().len(),
+            4,
+            "no detail block when empty"
+        );
     }
 
     #[test]

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nightcrier_plugin_host::types::{Alert, Severity};
-use nightcrier_plugin_host::{
-    CallError, KvStore, MemoryKvStore, PluginHost, PluginsConfig, World,
-};
+use nightcrier_plugin_host::{CallError, KvStore, MemoryKvStore, PluginHost, PluginsConfig, World};
 
 use crate::hostile::hostile_as;
 use crate::slack::Listener;
@@ -41,7 +39,10 @@ async fn post_triage_plugins_of_every_contract_version_run_and_only_0_1_2_handle
             "frozen-post-triage-0-1-1.wasm",
         ),
         (artefact("fixtures/hostile.wasm"), "receiver.wasm"),
-        (artefact("plugins/redact-secrets.wasm"), "redact-secrets.wasm"),
+        (
+            artefact("plugins/redact-secrets.wasm"),
+            "redact-secrets.wasm",
+        ),
     ] {
         assert!(source.is_file(), "{} is missing", source.display());
         std::fs::copy(&source, dir.path().join(name)).unwrap();
@@ -189,7 +190,10 @@ async fn a_hostile_alert_handler_is_contained() {
     );
 
     let started = tokio::time::Instant::now();
-    let error = host.on_alert("spinner", &alert("feed-down")).await.unwrap_err();
+    let error = host
+        .on_alert("spinner", &alert("feed-down"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(error, CallError::Timeout { .. }),
         "an endless loop ends as a timeout: {error}"
@@ -202,15 +206,23 @@ async fn a_hostile_alert_handler_is_contained() {
         started.elapsed()
     );
 
-    let error = host.on_alert("trapper", &alert("feed-down")).await.unwrap_err();
+    let error = host
+        .on_alert("trapper", &alert("feed-down"))
+        .await
+        .unwrap_err();
     assert!(matches!(error, CallError::Trap { .. }), "{error}");
     assert!(
-        error.to_string().contains("hostile plugin panics on purpose"),
+        error
+            .to_string()
+            .contains("hostile plugin panics on purpose"),
         "{error}"
     );
     assert!(!error.is_retryable());
 
-    let error = host.on_alert("hoarder", &alert("feed-down")).await.unwrap_err();
+    let error = host
+        .on_alert("hoarder", &alert("feed-down"))
+        .await
+        .unwrap_err();
     assert!(matches!(error, CallError::MemoryLimit { .. }), "{error}");
 
     // the host goes on serving alerts, and the attackers' own next calls are handled too
@@ -284,7 +296,10 @@ async fn slack_posts_alerts_to_the_same_webhook() {
     )
     .await;
     assert!(refused.is_empty(), "{refused:?}");
-    let error = host.on_alert("slack", &alert("feed-down")).await.unwrap_err();
+    let error = host
+        .on_alert("slack", &alert("feed-down"))
+        .await
+        .unwrap_err();
     assert!(error.is_retryable(), "{error}");
     assert!(error.to_string().contains("503"), "{error}");
 }
