@@ -312,6 +312,26 @@ mcp.url = "{mcp}"
         assert_eq!(newest["deliveries"][0]["plugin"], "slack", "{newest}");
         assert_eq!(newest["deliveries"][0]["outcome"], "delivered", "{newest}");
         assert_eq!(newest["deliveries"][0]["attempts"], 1, "{newest}");
+        let plugins = get_json(&listen, "/api/v1/plugins").await.unwrap();
+        let handles: Vec<(String, bool)> = plugins["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_str().unwrap().to_owned(),
+                    p["handles_alerts"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            handles,
+            [
+                ("kubernetes-mcp".to_owned(), false),
+                ("slack".to_owned(), true)
+            ],
+            "{plugins}"
+        );
         let one = get_json(&listen, "/api/v1/alerts?limit=1").await.unwrap();
         assert_eq!(one["alerts"].as_array().unwrap().len(), 1);
         let filtered = get_json(&listen, "/api/v1/alerts?kind=feed-down")
@@ -791,4 +811,114 @@ dir = "{plugins}"
         process.stop();
     }
     drop(kms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_alert_handlers_are_contained_retried_within_bounds_and_recorded() {
+    use nightcrier::alert::{AlertKind, Alerts, AlertsConfig, NewAlert};
+    let hostile = built_plugins()
+        .parent()
+        .unwrap()
+        .join("fixtures/hostile.wasm");
+    for db in backends().await {
+        let store = db.queue().await.store().clone();
+        let folder = tempfile::tempdir().unwrap();
+        for name in ["spinner", "trapper", "refuser", "receiver"] {
+            std::fs::copy(&hostile, folder.path().join(format!("{name}.wasm"))).unwrap();
+        }
+        let plugin = |name: &str, deadline: u64, attack: &str| {
+            format!(
+                "[plugin.{name}]\ndeadline_ms = {deadline}\n[plugin.{name}.config]\nname = \"{name}\"\nattack = \"{attack}\"\ntarget = \"webhook answered 503\"\n"
+            )
+        };
+        let config = nightcrier_plugin_host::PluginsConfig::from_toml(&format!(
+            "dir = {:?}\n{}{}{}{}",
+            folder.path(),
+            plugin("spinner", 200, "loop"),
+            plugin("trapper", 2000, "trap"),
+            plugin("refuser", 2000, "fail"),
+            plugin("receiver", 2000, "none"),
+        ))
+        .unwrap();
+        let (host, refused) = nightcrier_plugin_host::PluginHost::load(
+            config,
+            std::sync::Arc::new(nightcrier_plugin_host::MemoryKvStore::new()),
+        )
+        .await
+        .unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
+        let (alerts, delivery) = Alerts::new(
+            store.clone(),
+            Some(host),
+            AlertsConfig {
+                feed_down_after: None,
+                delivery_attempts: 3,
+                retry_initial: Duration::from_millis(50),
+            },
+            "test-instance",
+        );
+        let raised = alerts
+            .raise(NewAlert {
+                kind: AlertKind::FeedDown,
+                cluster: Some("prod".into()),
+                summary: "the event feed of cluster prod has been down for 10m".into(),
+                detail: String::new(),
+                fields: Vec::new(),
+            })
+            .await;
+        let started = tokio::time::Instant::now();
+        let outcomes = delivery.deliver(&raised).await;
+        let took = started.elapsed();
+        let seen: Vec<(&str, bool, u32)> = outcomes
+            .iter()
+            .map(|o| (o.plugin.as_str(), o.delivered, o.attempts))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("receiver", true, 1),
+                // a retryable refusal and a timeout are tried three times; a trap once
+                ("refuser", false, 3),
+                ("spinner", false, 3),
+                ("trapper", false, 1),
+            ],
+            "{}: {outcomes:?}",
+            db.backend
+        );
+        // three deadlines of 200 ms (each stopped within twice that) plus the pauses, not forever
+        assert!(took < Duration::from_secs(8), "{}: {took:?}", db.backend);
+        let listed = store.alerts(1, None, None).await.unwrap();
+        let rows: Vec<(String, String, i32, bool)> = listed[0]
+            .deliveries
+            .iter()
+            .map(|d| {
+                (
+                    d.plugin.clone(),
+                    d.outcome.clone(),
+                    d.attempts,
+                    d.error.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("receiver".to_owned(), "delivered".to_owned(), 1, false),
+                ("refuser".to_owned(), "failed".to_owned(), 3, true),
+                ("spinner".to_owned(), "failed".to_owned(), 3, true),
+                ("trapper".to_owned(), "failed".to_owned(), 1, true),
+            ],
+            "{}",
+            db.backend
+        );
+        let trap_error = listed[0].deliveries[3].error.clone().unwrap();
+        assert!(trap_error.contains("trapper@"), "{trap_error}");
+        assert!(
+            listed[0].deliveries[1]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("webhook answered 503")
+        );
+    }
 }

@@ -425,6 +425,7 @@ async fn plugins(State(cx): State<Arc<HttpContext>>) -> axum::Json<Value> {
                 "description": plugin.description,
                 "world": plugin.world.as_str(),
                 "wit_version": plugin.wit_version,
+                "handles_alerts": plugin.handles_alerts,
                 "requested": plugin.requested,
                 "granted": plugin.granted,
                 "deadline_ms": plugin.deadline_ms,
