@@ -201,6 +201,8 @@ pub struct AgentInvestigator {
     /// Runs re-attached at start-up, waiting for the worker to resume their incident.
     reattached: Arc<std::sync::Mutex<HashMap<Uuid, PendingRun>>>,
     not_ready: Arc<tokio::sync::Mutex<BTreeMap<String, NotReady>>>,
+    /// Where the circuit breaker's degraded and recovered alerts go.
+    alerts: Option<crate::alert::Alerts>,
 }
 
 impl AgentInvestigator {
@@ -219,7 +221,15 @@ impl AgentInvestigator {
             post_triage,
             reattached: Arc::default(),
             not_ready: Arc::default(),
+            alerts: None,
         }
+    }
+
+    /// Raises the circuit breaker's degraded and recovered alerts through `alerts` (recorded and
+    /// delivered to the plugins that handle alerts) besides logging them.
+    pub fn with_alerts(mut self, alerts: crate::alert::Alerts) -> Self {
+        self.alerts = Some(alerts);
+        self
     }
 
     /// Keeps runs re-attached after a restart; the worker resumes each incident through
@@ -403,6 +413,9 @@ impl Investigate for AgentInvestigator {
             }
         };
         log_breaker_event(outcome.breaker_event.as_ref());
+        if let (Some(alerts), Some(event)) = (&self.alerts, &outcome.breaker_event) {
+            alerts.breaker(event).await;
+        }
         let ran = (outcome.completed_at - outcome.started_at)
             .to_std()
             .unwrap_or_default();
@@ -462,7 +475,7 @@ impl Investigate for AgentInvestigator {
     }
 }
 
-/// Reports the breaker's alerts; delivery to people is a post-triage plugin's job.
+/// Logs the breaker's alerts; [`crate::alert::Alerts::breaker`] records and delivers them.
 pub fn log_breaker_event(event: Option<&BreakerEvent>) {
     match event {
         Some(BreakerEvent::Degraded { .. }) => {

@@ -441,10 +441,15 @@ async fn plugins(
                 Ok(summary) => {
                     writeln!(
                         out,
-                        "ok: {} ({:?}, WIT {})",
+                        "ok: {} ({:?}, WIT {}{})",
                         escape_untrusted(&summary.label()),
                         summary.world,
-                        escape_untrusted(&summary.wit_version)
+                        escape_untrusted(&summary.wit_version),
+                        if summary.handles_alerts {
+                            ", receives alerts"
+                        } else {
+                            ""
+                        }
                     )?;
                     Ok(ExitCode::SUCCESS)
                 }

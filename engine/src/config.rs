@@ -60,6 +60,9 @@ pub struct RawConfig {
     /// `[retention]`: how long ended incidents and dead letters are kept.
     #[serde(default)]
     pub retention: data::RawRetention,
+    /// `[alerts]`: when a feed counts as down, how alert deliveries are retried.
+    #[serde(default)]
+    pub alerts: data::RawAlerts,
 }
 
 /// `[database]`
@@ -214,6 +217,8 @@ pub struct Settings {
     pub reports: crate::report::ReportsConfig,
     /// How long ended incidents and dead letters are kept.
     pub retention: crate::retention::RetentionConfig,
+    /// Operational alerts: feed-down threshold, delivery retries.
+    pub alerts: crate::alert::AlertsConfig,
 }
 
 impl Settings {
@@ -420,6 +425,7 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
     let intake = feeds::intake(&raw.http, &raw.intake, &data_dir)?;
     let reports = data::reports(&raw.reports, &data_dir)?;
     let retention = data::retention(&raw.retention)?;
+    let alerts = data::alerts(&raw.alerts)?;
 
     let mut clusters = BTreeMap::new();
     for (index, cluster) in raw.clusters.into_iter().enumerate() {
@@ -482,6 +488,7 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         configured_profiles: raw.agent.profiles.keys().cloned().collect(),
         reports,
         retention,
+        alerts,
     })
 }
 
@@ -802,5 +809,38 @@ mod tests {
         );
         assert!(error_of("[agent.profiles.x]\nmemroy = \"1g\"").contains("memroy"));
         assert!(error_of("[databse]\nurl = \"x\"").contains("databse"));
+    }
+
+    #[test]
+    fn alerts_have_defaults_an_off_switch_and_named_errors() {
+        let settings = validate(RawConfig::default(), None).unwrap();
+        assert_eq!(settings.alerts, crate::alert::AlertsConfig::default());
+        assert_eq!(
+            settings.alerts.feed_down_after,
+            Some(Duration::from_secs(600))
+        );
+        let off = validate(
+            parse("[alerts]\nfeed_down_after = \"0s\"\ndelivery_attempts = 5").unwrap(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(off.alerts.feed_down_after, None);
+        assert_eq!(off.alerts.delivery_attempts, 5);
+        let quick = validate(
+            parse("[alerts]\nfeed_down_after = \"3s\"\nretry_initial = \"100ms\"").unwrap(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(quick.alerts.feed_down_after, Some(Duration::from_secs(3)));
+        assert!(
+            error_of("[alerts]\ndelivery_attempts = 0").contains("alerts.delivery_attempts"),
+            "{}",
+            error_of("[alerts]\ndelivery_attempts = 0")
+        );
+        assert!(
+            error_of("[alerts]\nfeed_down_after = \"10ms\"").contains("alerts.feed_down_after")
+        );
+        assert!(error_of("[alerts]\nretry_initial = \"1h\"").contains("alerts.retry_initial"));
+        assert!(error_of("[alerts]\nfeed_down = \"1m\"").contains("feed_down"));
     }
 }

@@ -17,6 +17,8 @@
 //!   report store (a folder, S3, Azure or GCS) with uploads retried until they succeed.
 //! - [`plugin`]: engine ↔ WebAssembly plugin host glue (loading, key-value store, decode).
 //! - [`agent`]: queue ↔ Docker agent runtime glue (`AgentInvestigator`, DB recorders).
+//! - [`alert`]: operational alerts (breaker degraded/recovered, feed down/up): recorded, then
+//!   delivered to the post-triage plugins that handle alerts.
 //! - [`cli`]: the `nightcrier` command line.
 //! - [`bench`]: `nightcrier bench store`, the store and queue benchmark.
 //! - [`telemetry`]: tracing set-up and the field names used in logs.
@@ -24,6 +26,7 @@
 //! See `engine/ARCHITECTURE.md` for the bird's-eye view, the invariants and the glossary.
 
 pub mod agent;
+pub mod alert;
 pub mod bench;
 pub mod cli;
 pub mod config;

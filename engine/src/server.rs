@@ -179,6 +179,25 @@ async fn serve<P: PreTriage>(
     } else {
         crate::feed::StreamFeed::run_all(feeds.streams, &intake_stop, &mut intake_tasks);
     }
+    // Alerts: recorded here, delivered by their own task, which outlives the workers and the
+    // feeds so that what they raise while stopping still goes out.
+    let (alerts, alert_delivery) = crate::alert::Alerts::new(
+        store.clone(),
+        plugins.clone(),
+        settings.alerts.clone(),
+        settings.runner.instance_id.clone(),
+    );
+    let alert_stop = CancellationToken::new();
+    let mut alert_tasks = JoinSet::new();
+    alert_tasks.spawn(alert_delivery.run(alert_stop.clone()));
+    if let Some(down_after) = settings.alerts.feed_down_after {
+        intake_tasks.spawn(crate::alert::watch_feeds(
+            feeds.registry.clone(),
+            alerts.clone(),
+            down_after,
+            intake_stop.clone(),
+        ));
+    }
     let router = crate::http::router(
         crate::http::HttpContext {
             feeds: feeds.registry,
@@ -220,7 +239,8 @@ async fn serve<P: PreTriage>(
                 clusters: settings.clusters.clone(),
             },
             PostTriage::new(store.clone(), plugins, reports.clone()),
-        );
+        )
+        .with_alerts(alerts.clone());
         let resumed = recover(&queue, &runner, &settings, &investigator).await?;
         tasks.spawn(run_workers(
             queue.clone(),
@@ -254,6 +274,8 @@ async fn serve<P: PreTriage>(
     tracing::info!("no new claims; waiting for running investigations");
     token.cancel();
     while tasks.join_next().await.is_some() {}
+    alert_stop.cancel();
+    while alert_tasks.join_next().await.is_some() {}
     store.close().await?;
     Ok(())
 }

@@ -3,10 +3,12 @@
 //! The hot path of the queue is raw SQL in `queue/sql.rs`; this module owns the connection, the
 //! schema checks every command makes before touching data, and plain CRUD through SeaORM.
 
+mod alerts;
 pub mod entity;
 mod records;
 pub(crate) mod text;
 
+pub use alerts::StoredAlert;
 pub use records::{KvChange, KvTotals, NewExecution, NewPluginRun, NewReport};
 
 use std::path::Path;

@@ -20,6 +20,7 @@ mod m20261127_000009_add_fault_event_labels;
 mod m20261129_000010_index_incidents_for_listing;
 mod m20261129_000011_create_replicas_and_feed_leases;
 mod m20261129_000012_add_report_storage;
+mod m20261130_000013_create_alerts;
 mod m20261130_000014_add_queue_wakeups_and_fleet_cap;
 mod m20261130_000015_index_incidents_by_cluster_and_status;
 
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000010_index_incidents_for_listing::Migration),
             Box::new(m20261129_000011_create_replicas_and_feed_leases::Migration),
             Box::new(m20261129_000012_add_report_storage::Migration),
+            Box::new(m20261130_000013_create_alerts::Migration),
             Box::new(m20261130_000014_add_queue_wakeups_and_fleet_cap::Migration),
             Box::new(m20261130_000015_index_incidents_by_cluster_and_status::Migration),
         ]

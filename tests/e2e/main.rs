@@ -2,6 +2,7 @@
 //! runs on a real SQLite file and on a real Postgres server (`NIGHTCRIER_TEST_PG_URL`, started
 //! by `tests/run.sh`; with `CI=true` a missing server fails the run).
 
+mod alerts;
 mod api;
 mod cli;
 mod examples;

@@ -5,7 +5,7 @@ use crate::support::{backends, event};
 use chrono::Utc;
 use sea_orm::{ConnectionTrait, Statement};
 
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 10] = [
     "circuit_breakers",
     "fault_events",
     "incidents",
@@ -14,6 +14,8 @@ const TABLES: [&str; 8] = [
     "plugin_runs",
     "rejected_events",
     "plugin_kv",
+    "alerts",
+    "alert_deliveries",
 ];
 
 async fn table_exists(store: &nightcrier::Store, table: &str) -> bool {

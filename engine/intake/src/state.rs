@@ -68,6 +68,10 @@ pub struct FeedState {
     pub phase_since: DateTime<Utc>,
     /// When the current subscription became active.
     pub active_since: Option<DateTime<Utc>>,
+    /// While the feed runs here but is not active (connecting, subscribing, backing off): since
+    /// when, across those phases (it is reset only by becoming active, standby, disabled or
+    /// stopped). What `feed-down` alerts measure.
+    pub down_since: Option<DateTime<Utc>>,
     /// When the next attempt is due, while backing off.
     pub backoff_until: Option<DateTime<Utc>>,
     /// Failed attempts since the feed was last healthy.
@@ -99,6 +103,7 @@ impl FeedState {
         cluster: Option<String>,
         endpoint: impl Into<String>,
     ) -> Self {
+        let now = Utc::now();
         Self {
             name: name.into(),
             kind,
@@ -107,8 +112,9 @@ impl FeedState {
             endpoint: endpoint.into(),
             phase: FeedPhase::Connecting,
             owner: None,
-            phase_since: Utc::now(),
+            phase_since: now,
             active_since: None,
+            down_since: Some(now),
             backoff_until: None,
             failures: 0,
             sessions: 0,
@@ -147,6 +153,14 @@ impl FeedHandle {
             state.phase = phase;
             state.phase_since = Utc::now();
         }
+        state.down_since = match phase {
+            FeedPhase::Connecting | FeedPhase::Subscribing | FeedPhase::Backoff => {
+                state.down_since.or(Some(state.phase_since))
+            }
+            FeedPhase::Active | FeedPhase::Standby | FeedPhase::Disabled | FeedPhase::Stopped => {
+                None
+            }
+        };
     }
 
     /// Opening a session.
@@ -320,5 +334,31 @@ mod tests {
         assert!(state.backoff_until.is_some());
         assert_eq!(state.subscription_id, None);
         assert_eq!(state.last_error.as_deref(), Some("session not found"));
+    }
+
+    #[test]
+    fn down_since_spans_every_phase_until_the_feed_is_active_again() {
+        let registry = FeedRegistry::new();
+        let feed = registry.register(FeedState::new(
+            "prod",
+            FeedKind::Mcp,
+            "kubernetes-mcp",
+            Some("prod".into()),
+            "http://kms:8080/mcp",
+        ));
+        let started = registry.snapshot()[0].down_since.unwrap();
+        feed.subscribing();
+        feed.backoff("refused", Duration::from_millis(10), 1);
+        feed.connecting();
+        assert_eq!(registry.snapshot()[0].down_since, Some(started));
+        feed.active(None);
+        assert_eq!(registry.snapshot()[0].down_since, None);
+        feed.backoff("stream ended", Duration::from_millis(10), 1);
+        let again = registry.snapshot()[0].down_since.unwrap();
+        assert!(again >= started);
+        feed.connecting();
+        assert_eq!(registry.snapshot()[0].down_since, Some(again));
+        feed.standby(Some("replica-2"));
+        assert_eq!(registry.snapshot()[0].down_since, None);
     }
 }

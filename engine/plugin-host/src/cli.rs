@@ -64,7 +64,11 @@ impl PluginList {
                     plugin.id.clone(),
                     plugin.name.clone(),
                     plugin.version.clone(),
-                    plugin.world.to_string(),
+                    if plugin.handles_alerts {
+                        format!("{}+alerts", plugin.world)
+                    } else {
+                        plugin.world.to_string()
+                    },
                     plugin.wit_version.clone(),
                     plugin.requested.to_string(),
                     plugin.granted.to_string(),
@@ -284,6 +288,7 @@ mod tests {
                 version: "0.1.0".into(),
                 description: String::new(),
                 world: World::PreTriage,
+                handles_alerts: false,
                 wit_version: "0.1.0".into(),
                 path: "p/dedup.wasm".into(),
                 requested: CapabilitySet::default(),

@@ -11,12 +11,12 @@ use crate::error::LoadError;
 /// The WIT package every plugin exports from.
 pub const WIT_PACKAGE: &str = "nightcrier:plugin";
 /// The WIT version this engine is built against.
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.1.2";
 /// Versions this engine accepts (see `wit/README.md`).
 pub const SUPPORTED_WIT_VERSIONS: &str = "0.1.x";
 /// Released contract versions frozen under `wit/deps/` and kept loading (tested with fixtures
 /// built against each), oldest first; [`WIT_VERSION`] is the one being worked on.
-pub const FROZEN_WIT_VERSIONS: &[&str] = &["0.1.0"];
+pub const FROZEN_WIT_VERSIONS: &[&str] = &["0.1.0", "0.1.1"];
 
 /// WASI preview 2 interfaces the host links (`wasmtime-wasi` p2 and the outgoing half of
 /// `wasi:http`), without their version: every `0.2.x` is accepted.
@@ -69,11 +69,15 @@ pub(crate) fn import_offered(name: &str) -> bool {
     }
 }
 
-/// Whether the host calls an export of this name: one of the three plugin interfaces at a
-/// version it accepts.
+/// The interface a post-triage plugin may also export to receive operational alerts (since 0.1.2).
+pub const ALERT_INTERFACE: &str = "alert-handler";
+
+/// Whether the host calls an export of this name: one of the three plugin interfaces, or the
+/// alert handler, at a version it accepts.
 pub(crate) fn export_called(name: &str) -> bool {
     parse_export(name).is_some_and(|(interface, version)| {
-        World::from_interface(interface).is_some() && version_supported(version)
+        (World::from_interface(interface).is_some() || interface == ALERT_INTERFACE)
+            && version_supported(version)
     })
 }
 
@@ -83,7 +87,9 @@ pub fn accepted_contract() -> String {
         "this host accepts components built against {WIT_PACKAGE}@{SUPPORTED_WIT_VERSIONS} \
          (released and frozen: {}; current: {WIT_VERSION}) that export one of \
          {WIT_PACKAGE}/event-source, {WIT_PACKAGE}/pre-triage-processor or \
-         {WIT_PACKAGE}/post-triage-processor, and import only {WIT_PACKAGE}/host and WASI 0.2.x",
+         {WIT_PACKAGE}/post-triage-processor (a post-triage plugin may also export \
+         {WIT_PACKAGE}/{ALERT_INTERFACE}, since 0.1.2, to receive operational alerts), and \
+         import only {WIT_PACKAGE}/host and WASI 0.2.x",
         FROZEN_WIT_VERSIONS.join(", ")
     )
 }
@@ -143,6 +149,8 @@ pub fn version_supported(version: &str) -> bool {
 pub(crate) struct Detected {
     pub(crate) world: World,
     pub(crate) wit_version: String,
+    /// A post-triage plugin that also exports `alert-handler`.
+    pub(crate) handles_alerts: bool,
 }
 
 pub(crate) fn detect(
@@ -160,6 +168,7 @@ pub(crate) fn detect(
 
 pub(crate) fn detect_from_names(path: &Path, names: &[String]) -> Result<Detected, LoadError> {
     let mut found: Vec<(World, &str)> = Vec::new();
+    let mut handles_alerts = false;
     for name in names {
         let Some((interface, version)) = parse_export(name) else {
             continue;
@@ -174,11 +183,19 @@ pub(crate) fn detect_from_names(path: &Path, names: &[String]) -> Result<Detecte
         if let Some(world) = World::from_interface(interface) {
             found.push((world, version));
         }
+        handles_alerts |= interface == ALERT_INTERFACE;
     }
     match found.as_slice() {
+        [(world, _)] if handles_alerts && *world != World::PostTriage => Err(LoadError::NoWorld {
+            path: path.to_owned(),
+            reason: format!(
+                "it exports {WIT_PACKAGE}/{ALERT_INTERFACE}, which only a post-triage plugin may export, from a {world} plugin"
+            ),
+        }),
         [(world, version)] => Ok(Detected {
             world: *world,
             wit_version: (*version).to_owned(),
+            handles_alerts,
         }),
         [] => Err(LoadError::NoWorld {
             path: path.to_owned(),
@@ -221,7 +238,8 @@ mod tests {
             detected,
             Detected {
                 world: World::Source,
-                wit_version: "0.1.0".into()
+                wit_version: "0.1.0".into(),
+                handles_alerts: false,
             }
         );
         let detected = detect_from_names(
@@ -230,6 +248,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(detected.world, World::PostTriage);
+        assert!(!detected.handles_alerts);
+    }
+
+    #[test]
+    fn detects_an_alert_handler_on_post_triage_only() {
+        let detected = detect_from_names(
+            Path::new("slack.wasm"),
+            &names(&[
+                "nightcrier:plugin/post-triage-processor@0.1.2",
+                "nightcrier:plugin/alert-handler@0.1.2",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            detected,
+            Detected {
+                world: World::PostTriage,
+                wit_version: "0.1.2".into(),
+                handles_alerts: true,
+            }
+        );
+        let error = detect_from_names(
+            Path::new("odd.wasm"),
+            &names(&[
+                "nightcrier:plugin/event-source@0.1.2",
+                "nightcrier:plugin/alert-handler@0.1.2",
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("only a post-triage plugin"),
+            "{error}"
+        );
+        assert!(export_called("nightcrier:plugin/alert-handler@0.1.2"));
     }
 
     #[test]

@@ -29,6 +29,8 @@
 //! host.post_triage(id, &Incident, &AgentResult).await -> Result<Outcome, CallError>
 //! host.run_pre_triage(&Incident).await -> Result<PreTriageVerdict, CallError>         // whole chain + failure policy
 //! host.run_post_triage(&Incident, &AgentResult).await -> Result<PostTriageVerdict, CallError>
+//! host.alert_handlers() -> Vec<String>          // post-triage plugins exporting alert-handler (0.1.2+)
+//! host.on_alert(id, &Alert).await -> Result<(), CallError>   // one delivery, bounded like any call
 //!
 //! // CLI (`nightcrier plugins ...`), plain functions:
 //! list_plugins(&PluginsConfig).await -> anyhow::Result<PluginList>        // .to_table() / .to_json()
@@ -72,7 +74,7 @@ pub use config::{
     PluginsConfig, StageConfig, StagesConfig,
 };
 pub use detect::{
-    FROZEN_WIT_VERSIONS, SUPPORTED_WIT_VERSIONS, WIT_PACKAGE, WIT_VERSION, World,
+    ALERT_INTERFACE, FROZEN_WIT_VERSIONS, SUPPORTED_WIT_VERSIONS, WIT_PACKAGE, WIT_VERSION, World,
     accepted_contract, version_supported,
 };
 pub use error::{CallError, LoadError, MissingGrant};
@@ -88,14 +90,15 @@ pub use text::escape_untrusted;
 
 /// The WIT records as Rust types (generated from `wit/`).
 pub mod types {
-    pub use crate::bindings::post_triage::exports::nightcrier::plugin0_1_1::post_triage_processor::Outcome;
-    pub use crate::bindings::pre_triage::exports::nightcrier::plugin0_1_1::pre_triage_processor::{
+    pub use crate::bindings::post_triage::exports::nightcrier::plugin0_1_2::post_triage_processor::Outcome;
+    pub use crate::bindings::post_triage_alerts::exports::nightcrier::plugin0_1_2::alert_handler::Alert;
+    pub use crate::bindings::pre_triage::exports::nightcrier::plugin0_1_2::pre_triage_processor::{
         ContextFile, Decision, Patch,
     };
-    pub use crate::bindings::source::exports::nightcrier::plugin0_1_1::event_source::{
+    pub use crate::bindings::source::exports::nightcrier::plugin0_1_2::event_source::{
         DecodeError, Envelope, Feed, FeedKind, McpFeed, PollFeed, SourceInfo, WebhookFeed,
     };
-    pub use crate::bindings::source::nightcrier::plugin0_1_1::types::{
+    pub use crate::bindings::source::nightcrier::plugin0_1_2::types::{
         AgentResult, Capabilities, FaultEvent, Incident, PluginError, PluginInfo, ResourceRef,
         Severity,
     };

@@ -15,8 +15,11 @@ use wasmtime::{
 };
 
 use crate::bindings::post_triage::{PostTriage, PostTriagePre};
+use crate::bindings::post_triage_alerts::exports::nightcrier::plugin0_1_2::alert_handler::{
+    Guest as AlertHandler, GuestIndices as AlertHandlerIndices,
+};
 use crate::bindings::pre_triage::{PreTriage, PreTriagePre};
-use crate::bindings::source::nightcrier::plugin0_1_1::host as host_interface;
+use crate::bindings::source::nightcrier::plugin0_1_2::host as host_interface;
 use crate::bindings::source::{Source, SourcePre};
 use crate::config::{
     BIG_GUEST_BYTES, DEFAULT_RECYCLE_AFTER_CALLS, FailurePolicy, Limits, MAX_MEMORY_MIB,
@@ -30,7 +33,8 @@ use crate::size::OutputSize;
 use crate::state::{HostPattern, PluginState, StateSeed};
 use crate::trap::{Failure, classify};
 use crate::types::{
-    AgentResult, Decision, DecodeError, Envelope, FaultEvent, Feed, Incident, Outcome, PluginInfo,
+    AgentResult, Alert, Decision, DecodeError, Envelope, FaultEvent, Feed, Incident, Outcome,
+    PluginInfo,
 };
 
 /// Epoch tick length: the resolution of deadlines.
@@ -62,6 +66,9 @@ pub struct PluginSummary {
     pub description: String,
     /// Detected world.
     pub world: World,
+    /// A post-triage plugin that also exports `alert-handler` (contract 0.1.2 and later): it
+    /// receives operational alerts. Always false for other worlds and older contracts.
+    pub handles_alerts: bool,
     /// WIT version from its export names.
     pub wit_version: String,
     /// The component file.
@@ -126,13 +133,14 @@ impl std::fmt::Display for CapabilitySet {
 enum WorldPre {
     Source(SourcePre<PluginState>),
     PreTriage(PreTriagePre<PluginState>),
-    PostTriage(PostTriagePre<PluginState>),
+    /// The alert handler's export indices when the component exports `alert-handler`.
+    PostTriage(PostTriagePre<PluginState>, Option<AlertHandlerIndices>),
 }
 
 enum WorldBindings {
     Source(Source),
     PreTriage(PreTriage),
-    PostTriage(PostTriage),
+    PostTriage(PostTriage, Option<AlertHandler>),
 }
 
 /// Why an instance could not be created.
@@ -587,7 +595,7 @@ impl PluginHost {
                     return (instance, Err(wrong_world_trap()));
                 };
                 let result = bindings
-                    .nightcrier_plugin0_1_1_event_source()
+                    .nightcrier_plugin0_1_2_event_source()
                     .call_decode(&mut instance.store, envelope)
                     .await;
                 (instance, result)
@@ -618,7 +626,7 @@ impl PluginHost {
                     return (instance, Err(wrong_world_trap()));
                 };
                 let result = bindings
-                    .nightcrier_plugin0_1_1_pre_triage_processor()
+                    .nightcrier_plugin0_1_2_pre_triage_processor()
                     .call_pre_triage(&mut instance.store, incident)
                     .await;
                 (instance, result)
@@ -642,13 +650,56 @@ impl PluginHost {
         let result = self
             .inner
             .call(&plugin, |mut instance| async move {
-                let WorldBindings::PostTriage(bindings) = &instance.bindings else {
+                let WorldBindings::PostTriage(bindings, _) = &instance.bindings else {
                     return (instance, Err(wrong_world_trap()));
                 };
                 let result = bindings
-                    .nightcrier_plugin0_1_1_post_triage_processor()
+                    .nightcrier_plugin0_1_2_post_triage_processor()
                     .call_post_triage(&mut instance.store, incident, agent_result)
                     .await;
+                (instance, result)
+            })
+            .await?;
+        result.map_err(|error| CallError::Plugin {
+            plugin: plugin.label.to_string(),
+            message: error.message,
+            retryable: error.retryable,
+        })
+    }
+
+    /// Ids of the post-triage plugins that receive operational alerts (they export
+    /// `alert-handler`), in chain order.
+    pub fn alert_handlers(&self) -> Vec<String> {
+        self.chain(World::PostTriage)
+            .into_iter()
+            .filter(|id| {
+                self.inner
+                    .plugins
+                    .get(id)
+                    .is_some_and(|plugin| plugin.summary.handles_alerts)
+            })
+            .collect()
+    }
+
+    /// Deliver one alert to plugin `id`, under the same deadline and limits as its post-triage
+    /// calls. A plugin that does not export `alert-handler` (every 0.1.0 and 0.1.1 plugin) is
+    /// never called: the answer is [`CallError::WrongWorld`].
+    pub async fn on_alert(&self, id: &str, alert: &Alert) -> Result<(), CallError> {
+        let plugin = self.inner.find(id, World::PostTriage)?;
+        if !plugin.summary.handles_alerts {
+            return Err(CallError::WrongWorld {
+                plugin: plugin.label.to_string(),
+                expected: "post-triage-alerts",
+                actual: plugin.summary.world.as_str(),
+            });
+        }
+        let result = self
+            .inner
+            .call_as(&plugin, "alert", |mut instance| async move {
+                let WorldBindings::PostTriage(_, Some(handler)) = &instance.bindings else {
+                    return (instance, Err(wrong_world_trap()));
+                };
+                let result = handler.call_on_alert(&mut instance.store, alert).await;
                 (instance, result)
             })
             .await?;
@@ -826,10 +877,20 @@ impl Inner {
                 .instantiate_async(&mut store)
                 .await
                 .map(WorldBindings::PreTriage),
-            WorldPre::PostTriage(pre) => pre
+            WorldPre::PostTriage(pre, None) => pre
                 .instantiate_async(&mut store)
                 .await
-                .map(WorldBindings::PostTriage),
+                .map(|bindings| WorldBindings::PostTriage(bindings, None)),
+            WorldPre::PostTriage(pre, Some(alert_indices)) => {
+                // one instance, both exports looked up on it
+                match pre.instance_pre().instantiate_async(&mut store).await {
+                    Ok(instance) => PostTriage::new(&mut store, &instance).and_then(|bindings| {
+                        let handler = alert_indices.load(&mut store, &instance)?;
+                        Ok(WorldBindings::PostTriage(bindings, Some(handler)))
+                    }),
+                    Err(error) => Err(error),
+                }
+            }
         };
         match bindings {
             Ok(bindings) => Ok(Instance {
@@ -852,6 +913,22 @@ impl Inner {
         F: FnOnce(Instance) -> Fut,
         Fut: Future<Output = (Instance, wasmtime::Result<R>)>,
     {
+        self.call_as(plugin, plugin.summary.world.as_str(), body)
+            .await
+    }
+
+    /// [`Inner::call`], counted in the statistics under `stage` (`alert` for alert deliveries).
+    async fn call_as<R, F, Fut>(
+        &self,
+        plugin: &LoadedPlugin,
+        stage: &'static str,
+        body: F,
+    ) -> Result<R, CallError>
+    where
+        R: OutputSize + Succeeded,
+        F: FnOnce(Instance) -> Fut,
+        Fut: Future<Output = (Instance, wasmtime::Result<R>)>,
+    {
         let started = tokio::time::Instant::now();
         let result = self.call_with(plugin, plugin.limits.deadline, body).await;
         let outcome = match &result {
@@ -859,12 +936,9 @@ impl Inner {
             Ok(value) if !value.succeeded() => "plugin_error",
             other => crate::stats::outcome_of(other),
         };
-        plugin.stats.record(
-            &plugin.summary.id,
-            plugin.summary.world.as_str(),
-            outcome,
-            started.elapsed(),
-        );
+        plugin
+            .stats
+            .record(&plugin.summary.id, stage, outcome, started.elapsed());
         result
     }
 
@@ -1030,7 +1104,15 @@ impl Inner {
                 WorldPre::PreTriage(PreTriagePre::new(instance_pre).map_err(shape_error)?)
             }
             World::PostTriage => {
-                WorldPre::PostTriage(PostTriagePre::new(instance_pre).map_err(shape_error)?)
+                let alert_indices = if detected.handles_alerts {
+                    Some(AlertHandlerIndices::new(&instance_pre).map_err(shape_error)?)
+                } else {
+                    None
+                };
+                WorldPre::PostTriage(
+                    PostTriagePre::new(instance_pre).map_err(shape_error)?,
+                    alert_indices,
+                )
             }
         };
         let limits = Limits::new(detected.world, config);
@@ -1049,6 +1131,7 @@ impl Inner {
                 version: "unknown".to_owned(),
                 description: String::new(),
                 world: detected.world,
+                handles_alerts: detected.handles_alerts,
                 wit_version: detected.wit_version,
                 path: path.to_owned(),
                 requested: CapabilitySet::default(),
@@ -1116,7 +1199,7 @@ impl Inner {
                             return (instance, Err(wrong_world_trap()));
                         };
                         let result = bindings
-                            .nightcrier_plugin0_1_1_event_source()
+                            .nightcrier_plugin0_1_2_event_source()
                             .call_describe(&mut instance.store)
                             .await;
                         (instance, result)
@@ -1131,7 +1214,7 @@ impl Inner {
                             return (instance, Err(wrong_world_trap()));
                         };
                         let result = bindings
-                            .nightcrier_plugin0_1_1_pre_triage_processor()
+                            .nightcrier_plugin0_1_2_pre_triage_processor()
                             .call_describe(&mut instance.store)
                             .await;
                         (instance, result)
@@ -1139,14 +1222,14 @@ impl Inner {
                     .await?;
                 Ok((info, None))
             }
-            WorldPre::PostTriage(_) => {
+            WorldPre::PostTriage(..) => {
                 let info = self
                     .call_with(plugin, deadline, |mut instance| async move {
-                        let WorldBindings::PostTriage(bindings) = &instance.bindings else {
+                        let WorldBindings::PostTriage(bindings, _) = &instance.bindings else {
                             return (instance, Err(wrong_world_trap()));
                         };
                         let result = bindings
-                            .nightcrier_plugin0_1_1_post_triage_processor()
+                            .nightcrier_plugin0_1_2_post_triage_processor()
                             .call_describe(&mut instance.store)
                             .await;
                         (instance, result)

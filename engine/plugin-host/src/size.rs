@@ -14,6 +14,12 @@ impl OutputSize for String {
     }
 }
 
+impl OutputSize for () {
+    fn output_size(&self) -> usize {
+        0
+    }
+}
+
 impl OutputSize for Vec<u8> {
     fn output_size(&self) -> usize {
         self.len()

@@ -9,7 +9,7 @@ use wasmtime::{ResourceLimiter, Result as WasmResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::bindings::source::nightcrier::plugin0_1_1::{host, types};
+use crate::bindings::source::nightcrier::plugin0_1_2::{host, types};
 use crate::config::{Limits, PluginConfig};
 use crate::kv::{
     KvQuota, KvStore, KvStoreError, MAX_KEY_BYTES, MAX_VALUE_BYTES, PendingWrites, Refusal,

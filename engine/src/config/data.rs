@@ -1,6 +1,6 @@
-//! The sections about what nightcrier keeps: `[reports]` (where report pages and their files are
-//! stored, how failed uploads are retried) and `[retention]` (how long ended incidents and dead
-//! letters stay). Raw shapes and their validation; every error names its key. Report store
+//! The sections about what nightcrier keeps and tells: `[reports]` (where report pages and their
+//! files are stored, how failed uploads are retried), `[retention]` (how long ended incidents and
+//! dead letters stay) and `[alerts]` (when a feed counts as down, how alert deliveries retry). Raw shapes and their validation; every error names its key. Report store
 //! credentials are never read from the file: they come from the provider's standard environment
 //! variables.
 
@@ -12,6 +12,7 @@ use anyhow::bail;
 use serde::Deserialize;
 
 use super::units;
+use crate::alert::AlertsConfig;
 use crate::report::{ReportsConfig, StoreLocation};
 use crate::retention::RetentionConfig;
 
@@ -56,6 +57,55 @@ pub struct RawRetention {
     /// How often a pass runs, e.g. `"1h"` (default 1h).
     #[serde(default, with = "units::duration")]
     pub interval: Option<Duration>,
+}
+
+/// `[alerts]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// How long a cluster's feed may be down before a `feed-down` alert, e.g. `"10m"`; `0`
+    /// never raises it (default 10m).
+    #[serde(default, with = "units::duration")]
+    pub feed_down_after: Option<Duration>,
+    /// Tries per plugin and alert, the first included (default 3, at most 10).
+    pub delivery_attempts: Option<u32>,
+    /// The pause after a failed try, doubled after each further one, e.g. `"2s"` (default 2s).
+    #[serde(default, with = "units::duration")]
+    pub retry_initial: Option<Duration>,
+}
+
+/// Validates `[alerts]`.
+pub(crate) fn alerts(raw: &RawAlerts) -> anyhow::Result<AlertsConfig> {
+    let defaults = AlertsConfig::default();
+    let config = AlertsConfig {
+        feed_down_after: match raw.feed_down_after {
+            Some(after) if after.is_zero() => None,
+            Some(after) => Some(after),
+            None => defaults.feed_down_after,
+        },
+        delivery_attempts: raw.delivery_attempts.unwrap_or(defaults.delivery_attempts),
+        retry_initial: raw.retry_initial.unwrap_or(defaults.retry_initial),
+    };
+    if let Some(after) = config.feed_down_after
+        && after < Duration::from_secs(1)
+    {
+        bail!("alerts.feed_down_after must be 0 (off) or at least 1s (got {after:?})");
+    }
+    if !(1..=10).contains(&config.delivery_attempts) {
+        bail!(
+            "alerts.delivery_attempts must be between 1 and 10 (got {})",
+            config.delivery_attempts
+        );
+    }
+    if config.retry_initial < Duration::from_millis(10)
+        || config.retry_initial > Duration::from_secs(60)
+    {
+        bail!(
+            "alerts.retry_initial must be between 10ms and 60s (got {:?})",
+            config.retry_initial
+        );
+    }
+    Ok(config)
 }
 
 /// Validates `[reports]`.

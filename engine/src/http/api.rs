@@ -1,7 +1,8 @@
 //! The JSON API under `/api/v1`: incidents (filtered, newest first, cursor-paginated), one
 //! incident with its event, plugin runs, agent executions and report metadata, its report, its
 //! live agent log as server-sent events, retry; the feeds with their state; the plugins with
-//! their grants and call statistics; the dead letters.
+//! their grants and call statistics; the dead letters; the operational alerts with their
+//! deliveries.
 //!
 //! Everything returned is JSON-escaped data as stored; text from plugins, feeds and agents is
 //! never interpreted.
@@ -45,6 +46,7 @@ pub(super) fn routes() -> Router<Arc<HttpContext>> {
         .route("/api/v1/plugins", get(plugins))
         .route("/api/v1/rejected", get(rejected))
         .route("/api/v1/rejected/{id}/payload", get(rejected_payload))
+        .route("/api/v1/alerts", get(alerts))
 }
 
 /// An error answer: a status and a one-line reason.
@@ -423,6 +425,7 @@ async fn plugins(State(cx): State<Arc<HttpContext>>) -> axum::Json<Value> {
                 "description": plugin.description,
                 "world": plugin.world.as_str(),
                 "wit_version": plugin.wit_version,
+                "handles_alerts": plugin.handles_alerts,
                 "requested": plugin.requested,
                 "granted": plugin.granted,
                 "deadline_ms": plugin.deadline_ms,
@@ -516,4 +519,54 @@ async fn rejected_payload(
         row.raw_payload,
     )
         .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsQuery {
+    limit: Option<u64>,
+    kind: Option<String>,
+    cluster: Option<String>,
+}
+
+/// `GET /api/v1/alerts?limit=&kind=&cluster=`: the newest alerts first, each with what every
+/// alert-handling plugin made of it.
+async fn alerts(
+    State(cx): State<Arc<HttpContext>>,
+    query: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<axum::Json<Value>> {
+    let Query(query) = query.map_err(|error| ApiError::bad_request(error.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let kind = query.kind.as_deref().filter(|kind| !kind.is_empty());
+    let cluster = query
+        .cluster
+        .as_deref()
+        .filter(|cluster| !cluster.is_empty());
+    let rows = cx.queue.store().alerts(limit, kind, cluster).await?;
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|stored| {
+            let alert = stored.alert;
+            serde_json::json!({
+                "id": alert.id,
+                "kind": alert.kind,
+                "severity": alert.severity,
+                "cluster": alert.cluster,
+                "summary": alert.summary,
+                "detail": alert.detail,
+                "fields": document(&alert.fields),
+                "raised_by": alert.raised_by,
+                "raised_at": alert.raised_at,
+                "deliveries": stored.deliveries.iter().map(|delivery| serde_json::json!({
+                    "plugin": delivery.plugin,
+                    "plugin_version": delivery.plugin_version,
+                    "outcome": delivery.outcome,
+                    "attempts": delivery.attempts,
+                    "error": delivery.error,
+                    "finished_at": delivery.finished_at,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "alerts": items })))
 }

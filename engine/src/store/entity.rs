@@ -5,6 +5,8 @@
 //! `queue`, never here.
 
 pub mod agent_executions;
+pub mod alert_deliveries;
+pub mod alerts;
 pub mod circuit_breakers;
 pub mod fault_events;
 pub mod incidents;

@@ -1,4 +1,4 @@
-//! Test fixture: a post-triage plugin that attacks the host as its config's `attack` says (loop, memory, trap, stackoverflow, bigstack, oversized, file, env, http), snoops on what an earlier call left in memory (snoop), floods host logs, the key-value store or host handles (logflood, kvflood, handles), writes to the key-value store and then fails or succeeds (kvwrite, kvwrite-loop, kvwrite-trap, kvwrite-fail, kvreadback), or fails with `target` as its message (fail).
+//! Test fixture: a post-triage plugin that attacks the host as its config's `attack` says (loop, memory, trap, stackoverflow, bigstack, oversized, file, env, http), snoops on what an earlier call left in memory (snoop), floods host logs, the key-value store or host handles (logflood, kvflood, handles), writes to the key-value store and then fails or succeeds (kvwrite, kvwrite-loop, kvwrite-trap, kvwrite-fail, kvreadback), or fails with `target` as its message (fail). It also receives alerts (`alert-handler`, 0.1.2), attacked the same way.
 //!
 //! `describe` gives the config's `name`, `version`, `description` and requested outbound `host`
 //! when set, so tests can load it under any file name or make it claim forged text.
@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use nightcrier_plugin_sdk::{
-    AgentResult, Incident, Outcome, PluginError, PluginInfo, PostTriage, export_post_triage, http,
+    AgentResult, Alert, AlertHandler, Incident, Outcome, PluginError, PluginInfo, PostTriage,
+    export_post_triage_with_alerts, http,
 };
 use serde::Deserialize;
 
@@ -243,4 +244,39 @@ impl PostTriage for Hostile {
     }
 }
 
-export_post_triage!(Hostile);
+/// Alerts get the same attacks (`loop`, `memory`, `trap`, `fail`, which is retryable here); a
+/// behaving call appends the alert's kind to the key `alerts` so tests see what arrived.
+impl AlertHandler for Hostile {
+    fn on_alert(alert: Alert) -> Result<(), PluginError> {
+        let config: Config = nightcrier_plugin_sdk::config().map_err(PluginError::fatal)?;
+        match config.attack.as_str() {
+            "loop" => {
+                let mut counter: u64 = 0;
+                loop {
+                    counter = black_box(counter.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "trap" => panic!("{PANIC_MESSAGE}"),
+            "fail" => Err(PluginError::retryable(config.target)),
+            _ => {
+                let mut seen = nightcrier_plugin_sdk::kv::get("alerts")
+                    .map_err(kv_failure)?
+                    .unwrap_or_default();
+                if !seen.is_empty() {
+                    seen.push(b',');
+                }
+                seen.extend_from_slice(alert.kind.as_bytes());
+                nightcrier_plugin_sdk::kv::set("alerts", &seen, None).map_err(kv_failure)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+export_post_triage_with_alerts!(Hostile);

@@ -1,7 +1,9 @@
 //! The nightcrier plugin SDK: generated bindings for the three worlds, idiomatic helpers and export macros.
 //!
 //! A plugin is a type implementing one of [`Source`], [`PreTriage`] or [`PostTriage`], exported with
-//! [`export_source!`], [`export_pre_triage!`] or [`export_post_triage!`]. Host functions are wrapped in
+//! [`export_source!`], [`export_pre_triage!`] or [`export_post_triage!`]. A post-triage plugin
+//! that also implements [`AlertHandler`] and is exported with [`export_post_triage_with_alerts!`]
+//! receives operational alerts (circuit breaker, feeds) as well. Host functions are wrapped in
 //! [`log`], [`config`], [`now_ms`], [`kv`] and (post-triage only) [`http`].
 
 // The runtime and bindings paths below are absolute so that the export macros work from plugin crates.
@@ -31,8 +33,8 @@ pub mod generated {
             default_bindings_module: "::nightcrier_plugin_sdk::generated::pre_triage",
             runtime_path: "::nightcrier_plugin_sdk::__rt",
             with: {
-                "nightcrier:plugin/types@0.1.1": crate::generated::source::nightcrier::plugin0_1_1::types,
-                "nightcrier:plugin/host@0.1.1": crate::generated::source::nightcrier::plugin0_1_1::host,
+                "nightcrier:plugin/types@0.1.2": crate::generated::source::nightcrier::plugin0_1_2::types,
+                "nightcrier:plugin/host@0.1.2": crate::generated::source::nightcrier::plugin0_1_2::host,
             },
         });
     }
@@ -45,10 +47,24 @@ pub mod generated {
             default_bindings_module: "::nightcrier_plugin_sdk::generated::post_triage",
             runtime_path: "::nightcrier_plugin_sdk::__rt",
             with: {
-                "nightcrier:plugin/types@0.1.1": crate::generated::source::nightcrier::plugin0_1_1::types,
-                "nightcrier:plugin/host@0.1.1": crate::generated::source::nightcrier::plugin0_1_1::host,
+                "nightcrier:plugin/types@0.1.2": crate::generated::source::nightcrier::plugin0_1_2::types,
+                "nightcrier:plugin/host@0.1.2": crate::generated::source::nightcrier::plugin0_1_2::host,
             },
             generate_all,
+        });
+    }
+    pub mod alerts {
+        wit_bindgen::generate!({
+            world: "alerts",
+            path: "../../wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_alerts_world",
+            default_bindings_module: "::nightcrier_plugin_sdk::generated::alerts",
+            runtime_path: "::nightcrier_plugin_sdk::__rt",
+            with: {
+                "nightcrier:plugin/types@0.1.2": crate::generated::source::nightcrier::plugin0_1_2::types,
+                "nightcrier:plugin/host@0.1.2": crate::generated::source::nightcrier::plugin0_1_2::host,
+            },
         });
     }
 }
@@ -56,23 +72,26 @@ pub mod generated {
 #[doc(hidden)]
 pub use wit_bindgen::rt as __rt;
 
-pub use generated::post_triage::exports::nightcrier::plugin0_1_1::post_triage_processor::{
+pub use generated::alerts::exports::nightcrier::plugin0_1_2::alert_handler::{
+    Alert, Guest as AlertHandler,
+};
+pub use generated::post_triage::exports::nightcrier::plugin0_1_2::post_triage_processor::{
     Guest as PostTriage, Outcome,
 };
-pub use generated::pre_triage::exports::nightcrier::plugin0_1_1::pre_triage_processor::{
+pub use generated::pre_triage::exports::nightcrier::plugin0_1_2::pre_triage_processor::{
     ContextFile, Decision, Guest as PreTriage, Patch,
 };
-pub use generated::source::exports::nightcrier::plugin0_1_1::event_source::{
+pub use generated::source::exports::nightcrier::plugin0_1_2::event_source::{
     DecodeError, Envelope, Feed, FeedKind, Guest as Source, McpFeed, PollFeed, SourceInfo,
     WebhookFeed,
 };
-pub use generated::source::nightcrier::plugin0_1_1::host::{KvError, Level};
-pub use generated::source::nightcrier::plugin0_1_1::types::{
+pub use generated::source::nightcrier::plugin0_1_2::host::{KvError, Level};
+pub use generated::source::nightcrier::plugin0_1_2::types::{
     AgentResult, Capabilities, FaultEvent, Incident, Pair, PluginError, PluginInfo, ResourceRef,
     Severity,
 };
 
-use generated::source::nightcrier::plugin0_1_1::host as raw_host;
+use generated::source::nightcrier::plugin0_1_2::host as raw_host;
 
 impl PluginInfo {
     /// Describe a plugin that requests no capabilities.
@@ -164,6 +183,16 @@ impl Severity {
             Severity::Warning => "warning",
             Severity::Critical => "critical",
         }
+    }
+}
+
+impl Alert {
+    /// The value of field `key`, if the alert carries it.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
     }
 }
 
@@ -343,6 +372,23 @@ macro_rules! export_pre_triage {
         // Exports only exist in the component; native builds (unit tests) just keep the type alive.
         #[cfg(target_arch = "wasm32")]
         $crate::generated::pre_triage::__export_pre_triage_world!($plugin with_types_in $crate::generated::pre_triage);
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() -> $plugin = || $plugin;
+    };
+}
+
+/// Export a type implementing [`PostTriage`] and [`AlertHandler`] as this component's
+/// `post-triage-alerts` world (contract 0.1.2): a post-triage plugin that also receives
+/// operational alerts (`on_alert`). Hosts older than 0.1.2 do not know the `alert-handler`
+/// export and still call the post-triage half.
+#[macro_export]
+macro_rules! export_post_triage_with_alerts {
+    ($plugin:ident) => {
+        // Exports only exist in the component; native builds (unit tests) just keep the type alive.
+        #[cfg(target_arch = "wasm32")]
+        $crate::generated::post_triage::__export_post_triage_world!($plugin with_types_in $crate::generated::post_triage);
+        #[cfg(target_arch = "wasm32")]
+        $crate::generated::alerts::__export_alerts_world!($plugin with_types_in $crate::generated::alerts);
         #[cfg(not(target_arch = "wasm32"))]
         const _: fn() -> $plugin = || $plugin;
     };

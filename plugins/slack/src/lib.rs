@@ -1,7 +1,10 @@
-//! `slack`: posts the Block Kit incident message of the original nightcrier to a Slack webhook through `wasi:http`.
+//! `slack`: posts the Block Kit incident message of the original nightcrier to a Slack webhook through `wasi:http`,
+//! and nightcrier's operational alerts (triage degraded or recovered, a cluster's feed down or back
+//! up) to the same webhook.
 
 use nightcrier_plugin_sdk::{
-    AgentResult, Incident, Outcome, PluginError, PluginInfo, PostTriage, export_post_triage, http,
+    AgentResult, Alert, AlertHandler, Incident, Outcome, PluginError, PluginInfo, PostTriage,
+    Severity, export_post_triage_with_alerts, http,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -151,6 +154,105 @@ pub fn message(
     json!({"blocks": blocks, "attachments": [{"color": color, "footer": footer}]})
 }
 
+/// Heading, emoji and attachment colour of an alert, by kind (an open set: unknown kinds get a
+/// generic heading from their severity).
+fn alert_style(alert: &Alert) -> (String, &'static str, &'static str) {
+    let cluster = alert.cluster.as_deref().unwrap_or("all clusters");
+    match alert.kind.as_str() {
+        "breaker-degraded" => (
+            format!("Triage degraded on {cluster}"),
+            ":rotating_light:",
+            "danger",
+        ),
+        "breaker-recovered" => (
+            format!("Triage recovered on {cluster}"),
+            ":white_check_mark:",
+            "good",
+        ),
+        "feed-down" => (
+            format!("Event feed down on {cluster}"),
+            ":electric_plug:",
+            "danger",
+        ),
+        "feed-up" => (
+            format!("Event feed back up on {cluster}"),
+            ":white_check_mark:",
+            "good",
+        ),
+        _ => {
+            let (emoji, color) = match alert.severity {
+                Severity::Critical => (":rotating_light:", "danger"),
+                Severity::Warning => (":warning:", "warning"),
+                Severity::Info => (":information_source:", "good"),
+            };
+            (format!("nightcrier alert: {}", alert.kind), emoji, color)
+        }
+    }
+}
+
+/// Slack's section text limit, kept well under.
+const MAX_TEXT: usize = 2800;
+
+fn clip(text: &str) -> String {
+    if text.chars().count() <= MAX_TEXT {
+        return text.to_owned();
+    }
+    let mut clipped: String = text.chars().take(MAX_TEXT).collect();
+    clipped.push('…');
+    clipped
+}
+
+/// The Block Kit payload of an operational alert.
+pub fn alert_message(alert: &Alert) -> serde_json::Value {
+    let (heading, emoji, color) = alert_style(alert);
+    let mut fields = vec![
+        json!({"type": "mrkdwn", "text": format!("*Cluster:*\n{}", alert.cluster.as_deref().unwrap_or("-"))}),
+        json!({"type": "mrkdwn", "text": format!("*Severity:*\n{}", alert.severity.as_str())}),
+    ];
+    // Slack allows ten fields in a section
+    for (key, value) in alert.fields.iter().take(8) {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*{key}:*\n{}", clip(value))}));
+    }
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": format!("{heading} {emoji}")}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&alert.summary)}}),
+        json!({"type": "section", "fields": fields}),
+    ];
+    if !alert.detail.trim().is_empty() {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("```{}```", clip(&alert.detail))}}));
+    }
+    blocks.push(json!({"type": "context", "elements": [
+        {"type": "mrkdwn", "text": format!("Alert `{}` | {} | raised at {} ms", alert.id, alert.kind, alert.raised_at_ms)},
+    ]}));
+    json!({
+        "text": format!("{heading}: {}", alert.summary),
+        "blocks": blocks,
+        "attachments": [{"color": color, "footer": format!("nightcrier alert {}", alert.kind)}],
+    })
+}
+
+/// POST a payload to the webhook; Slack answers 200, a 429 or 5xx is worth retrying.
+fn send(url: &str, payload: &serde_json::Value) -> Result<u16, PluginError> {
+    let body =
+        serde_json::to_vec(payload).map_err(|error| PluginError::fatal(error.to_string()))?;
+    let response =
+        http::post(url, &[("content-type", "application/json")], &body).map_err(|error| {
+            PluginError::retryable(format!("slack webhook request failed: {error}"))
+        })?;
+    if response.status != 200 {
+        let text = String::from_utf8_lossy(&response.body)
+            .chars()
+            .take(200)
+            .collect::<String>();
+        let retryable = response.status == 429 || response.status >= 500;
+        return Err(PluginError {
+            message: format!("slack webhook returned status {}: {text}", response.status),
+            retryable,
+        });
+    }
+    Ok(response.status)
+}
+
 struct Slack;
 
 impl PostTriage for Slack {
@@ -193,36 +295,35 @@ impl PostTriage for Slack {
             .as_ref()
             .map(|template| template.replace("{id}", &incident.id));
         let payload = message(&incident, &agent_result, report_url.as_deref());
-        let body =
-            serde_json::to_vec(&payload).map_err(|error| PluginError::fatal(error.to_string()))?;
-        let response =
-            http::post(&url, &[("content-type", "application/json")], &body).map_err(|error| {
-                PluginError::retryable(format!("slack webhook request failed: {error}"))
-            })?;
-        if response.status != 200 {
-            let text = String::from_utf8_lossy(&response.body)
-                .chars()
-                .take(200)
-                .collect::<String>();
-            let retryable = response.status == 429 || response.status >= 500;
-            return Err(PluginError {
-                message: format!("slack webhook returned status {}: {text}", response.status),
-                retryable,
-            });
-        }
+        let status = send(&url, &payload)?;
         let (root_cause, confidence) = extract_summary(&agent_result.report_markdown);
         Ok(Outcome {
             report_markdown: None,
             fields: vec![
                 ("root-cause".to_owned(), root_cause),
                 ("confidence".to_owned(), confidence),
-                ("slack-status".to_owned(), response.status.to_string()),
+                ("slack-status".to_owned(), status.to_string()),
             ],
         })
     }
 }
 
-export_post_triage!(Slack);
+impl AlertHandler for Slack {
+    fn on_alert(alert: Alert) -> Result<(), PluginError> {
+        let config: Config = nightcrier_plugin_sdk::config().map_err(PluginError::fatal)?;
+        let Some(url) = webhook_url(&config) else {
+            nightcrier_plugin_sdk::log::warn(
+                "no Slack webhook URL: set SLACK_WEBHOOK_URL or webhook_url; the alert was not sent",
+            );
+            return Err(PluginError::fatal(format!(
+                "not sent: {WEBHOOK_ENV} is not set"
+            )));
+        };
+        send(&url, &alert_message(&alert)).map(|_| ())
+    }
+}
+
+export_post_triage_with_alerts!(Slack);
 
 #[cfg(test)]
 mod tests {
@@ -241,6 +342,86 @@ mod tests {
         assert_eq!(go_duration(155_000), "2m35s");
         assert_eq!(go_duration(4_000), "4s");
         assert_eq!(go_duration(3_723_000), "1h2m3s");
+    }
+
+    fn alert(kind: &str, severity: Severity) -> Alert {
+        Alert {
+            id: "0190f0e0-0000-7000-8000-000000000001".to_owned(),
+            kind: kind.to_owned(),
+            severity,
+            cluster: Some("prod".to_owned()),
+            summary: "triage is degraded on cluster prod: 3 agent runs failed in a row".to_owned(),
+            detail: "agent exited with code 1".to_owned(),
+            fields: vec![("consecutive-failures".to_owned(), "3".to_owned())],
+            raised_at_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn alert_messages_name_what_happened() {
+        for (kind, severity, heading, color) in [
+            (
+                "breaker-degraded",
+                Severity::Critical,
+                "Triage degraded on prod",
+                "danger",
+            ),
+            (
+                "breaker-recovered",
+                Severity::Info,
+                "Triage recovered on prod",
+                "good",
+            ),
+            (
+                "feed-down",
+                Severity::Critical,
+                "Event feed down on prod",
+                "danger",
+            ),
+            (
+                "feed-up",
+                Severity::Info,
+                "Event feed back up on prod",
+                "good",
+            ),
+            (
+                "disk-full",
+                Severity::Warning,
+                "nightcrier alert: disk-full",
+                "warning",
+            ),
+        ] {
+            let payload = alert_message(&alert(kind, severity));
+            let header = payload["blocks"][0]["text"]["text"].as_str().unwrap();
+            assert!(header.starts_with(heading), "{kind}: {header}");
+            assert_eq!(payload["attachments"][0]["color"], color, "{kind}");
+            assert!(
+                payload["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("3 agent runs failed")
+            );
+            let text = payload.to_string();
+            assert!(
+                text.contains("consecutive-failures") && text.contains("agent exited with code 1"),
+                "{text}"
+            );
+        }
+        let mut quiet = alert("feed-up", Severity::Info);
+        quiet.detail = String::new();
+        quiet.cluster = None;
+        let payload = alert_message(&quiet);
+        assert!(
+            payload["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("all clusters")
+        );
+        assert_eq!(
+            payload["blocks"].as_array().unwrap().len(),
+            4,
+            "no detail block when empty"
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ async fn list_shows_worlds_versions_and_capabilities_as_table_and_json() {
         json["plugins"][2]["requested"]["outbound_hosts"][0],
         "https://hooks.slack.com:443"
     );
-    assert_eq!(json["plugins"][1]["wit_version"], "0.1.1");
+    assert_eq!(json["plugins"][1]["wit_version"], "0.1.2");
     assert_eq!(json["refused"].as_array().unwrap().len(), 1);
 }
 
@@ -124,7 +124,7 @@ async fn check_names_unoffered_imports_uncalled_exports_and_accepted_versions() 
     );
     assert!(
         failure.reasons.iter().any(|reason| reason.starts_with(
-            "this host accepts components built against nightcrier:plugin@0.1.x (released and frozen: 0.1.0; current: 0.1.1)"
+            "this host accepts components built against nightcrier:plugin@0.1.x (released and frozen: 0.1.0, 0.1.1; current: 0.1.2)"
         )),
         "{text}"
     );

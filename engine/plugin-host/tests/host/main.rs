@@ -1,5 +1,6 @@
 //! Integration tests of the plugin host against the real plugins built by `plugins/build.sh`.
 
+mod alerts;
 mod cli;
 mod contract;
 mod hostile;

@@ -26,7 +26,7 @@ async fn kubernetes_mcp_declares_its_feed_and_decodes_faults() {
     assert!(refused.is_empty(), "{refused:?}");
     let summary = host.plugin("kubernetes-mcp").unwrap();
     assert_eq!(summary.world, World::Source);
-    assert_eq!(summary.wit_version, "0.1.1");
+    assert_eq!(summary.wit_version, "0.1.2");
     let Some(Feed::Mcp(feed)) = summary.feed else {
         panic!("expected an MCP feed, got {:?}", summary.feed)
     };
@@ -248,7 +248,7 @@ async fn c_maintenance_window_skips_listed_namespaces_while_open() {
             summary.version.as_str(),
             summary.wit_version.as_str()
         ),
-        (World::PreTriage, "0.1.0", "0.1.1")
+        (World::PreTriage, "0.1.0", "0.1.2")
     );
     let decision = host
         .pre_triage(
