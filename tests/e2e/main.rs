@@ -19,5 +19,6 @@ mod retention;
 mod serve;
 mod support;
 mod tidy;
+mod ui;
 mod untrusted_text;
 mod worker;
