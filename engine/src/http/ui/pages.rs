@@ -244,9 +244,11 @@ pub(super) fn incidents(view: &IncidentsView<'_>) -> Markup {
                                 td data-label="Severity" { (severity_badge(incident.severity.as_deref().unwrap_or("?"))) }
                                 td data-label="Fault" { a.fault href=(href) { (incident.fault_type.as_deref().unwrap_or("(unknown)")) } }
                                 td data-label="Resource" {
-                                    @if let Some(event) = &item.event {
-                                        @if let Some(namespace) = &event.resource_namespace { span.muted { (namespace) "/" } }
-                                        (resource_of(event).unwrap_or_default())
+                                    span.cell {
+                                        @if let Some(event) = &item.event {
+                                            @if let Some(namespace) = &event.resource_namespace { span.muted { (namespace) "/" } }
+                                            (resource_of(event).unwrap_or_default())
+                                        }
                                     }
                                 }
                                 td data-label="Cluster" { (incident.cluster) }
@@ -523,7 +525,7 @@ pub(super) fn clusters(view: &ClustersView<'_>) -> Markup {
                 Some([]) => p.empty { "No cluster has had a failing agent." },
                 Some(breakers) => {
                     table {
-                        thead { tr { th { "Cluster" } th { "Breaker" } th { "Failures in a row" } th { "Last failure" } th { "Recent reasons" } } }
+                        thead { tr { th { "Cluster" } th { "Breaker" } th { "Failures" } th { "Last failure" } th { "Reasons" } } }
                         tbody {
                             @for breaker in breakers {
                                 @let state = super::api::document(&breaker.state);
@@ -531,9 +533,14 @@ pub(super) fn clusters(view: &ClustersView<'_>) -> Markup {
                                 tr {
                                     td data-label="Cluster" { (breaker.scope) }
                                     td data-label="Breaker" { @if open { span.badge.phase.phase-open { "open" } } @else { span.badge.phase.phase-closed { "closed" } } }
-                                    td data-label="Failures in a row" { (state["consecutive_failures"].as_u64().unwrap_or(0)) }
-                                    td data-label="Last failure" { (state["last_failure_at"].as_str().unwrap_or("")) }
-                                    td data-label="Recent reasons" {
+                                    td data-label="Failures" title="failures in a row" { (state["consecutive_failures"].as_u64().unwrap_or(0)) }
+                                    td data-label="Last failure" {
+                                        @match state["last_failure_at"].as_str().and_then(|at| DateTime::parse_from_rfc3339(at).ok()) {
+                                            Some(at) => (when(at.with_timezone(&Utc), view.now)),
+                                            None => "",
+                                        }
+                                    }
+                                    td data-label="Reasons" {
                                         @if let Some(reasons) = state["recent_reasons"].as_array() {
                                             @for reason in reasons.iter().rev().take(3) { div { (reason.as_str().unwrap_or_default()) } }
                                         }
@@ -678,4 +685,38 @@ pub(super) fn rejected(view: &RejectedView<'_>) -> Markup {
         }
     };
     layout("Rejected events", Some(view.viewer), Nav::Rejected, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_from_outside_is_escaped() {
+        let page = error(
+            None,
+            "<script>alert(1)</script>",
+            "\"><img src=x onerror=alert(2)>",
+        )
+        .into_string();
+        assert!(!page.contains("<script>alert"), "{page}");
+        assert!(!page.contains("<img"), "{page}");
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{page}"
+        );
+        // the page's own script is the file, never inline
+        assert!(
+            page.contains("<script src=\"/assets/app.js\" defer></script>"),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn class_words_and_times_are_plain() {
+        assert_eq!(word("critical\" onclick=\"x"), "criticalonclickx");
+        let now = Utc::now();
+        assert_eq!(ago(now - chrono::Duration::seconds(90), now), "1m ago");
+        assert_eq!(ago(now - chrono::Duration::hours(26), now), "1d 2h ago");
+    }
 }
