@@ -16,7 +16,8 @@ use crate::support::browser::Browser;
 use crate::support::process::{Serve, free_port, get_json};
 use crate::support::{backends, built_plugins, event};
 
-/// The test agent: waits for a `go` file when the incident says `gated`, then writes a report
+/// The test agent: waits for a `go` file, then a `go2` file, when the incident says `gated`
+/// (so a test sees its log grow between the two), then writes a report
 /// with a script in it; an incident without `CrashLoop` gets a report too small to pass.
 const AGENT: &str = r###"#!/bin/sh
 out=/home/agent/output/investigation.md
@@ -26,6 +27,7 @@ if grep -q 'gated' /home/agent/incident.json; then
   echo "waiting for the go file"
   while [ ! -e /home/agent/output/go ]; do sleep 0.2; done
   echo "reading the events of the deployment"
+  while [ ! -e /home/agent/output/go2 ]; do sleep 0.2; done
 fi
 if grep -q '"faultType": "CrashLoop"' /home/agent/incident.json; then
   {
@@ -294,7 +296,7 @@ async fn the_ui_lists_filters_streams_the_live_log_shows_the_report_and_retries(
     form.submit().await.unwrap();
     let filtered = browser
         .wait_text("#incidents", Duration::from_secs(10), |text| {
-            !text.contains("resolved")
+            text.contains("NodeUnhealthy") && !text.contains("resolved")
         })
         .await;
     assert!(filtered.contains("NodeUnhealthy"), "{filtered}");
@@ -323,10 +325,18 @@ async fn the_ui_lists_filters_streams_the_live_log_shows_the_report_and_retries(
             text.contains("reading the events of the deployment")
         })
         .await;
-    // the new line came through the event stream, not a reload (unless the run ended at once)
+    // the new line came through the event stream, not a reload
     let same = browser.eval("return window.sameDocument || null;").await;
-    let ended = browser.text("#summary .status").await != "investigating";
-    assert!(same == "yes" || ended, "the log grew by reloading the page");
+    assert_eq!(same, "yes", "the log grew by reloading the page");
+    assert_eq!(browser.text("#summary .status").await, "investigating");
+    std::fs::write(
+        dir.path()
+            .join("workspaces")
+            .join(gated.to_string())
+            .join("output/go2"),
+        "",
+    )
+    .unwrap();
 
     // the run ends: the page reloads itself and shows the report
     let report = browser
@@ -424,7 +434,17 @@ async fn the_ui_lists_filters_streams_the_live_log_shows_the_report_and_retries(
     let ran = browser.eval("return window.pwnedByLetter || null;").await;
     assert!(ran.is_null());
 
-    // without JavaScript the pages are the same HTML: a security header set on each
+    // without JavaScript the pages are the same HTML, filters included; security headers on each
+    let plain = http
+        .get(format!("{base}/?cluster=prod-eu&status=resolved"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(plain.contains(&format!("/incidents/{gated}")), "{plain}");
+    assert!(!plain.contains(&format!("/incidents/{done}")), "{plain}");
     let page = http.get(format!("{base}/")).send().await.unwrap();
     let csp = page.headers()["content-security-policy"]
         .to_str()
