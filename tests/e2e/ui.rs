@@ -274,7 +274,7 @@ async fn the_ui_lists_filters_streams_the_live_log_shows_the_report_and_retries(
     form.set_by_name("cluster", "staging").await.unwrap();
     form.submit().await.unwrap();
     browser
-        .wait_text("#incidents", Duration::from_secs(10), |text| {
+        .wait_text("#incidents", Duration::from_secs(30), |text| {
             !text.contains("prod-eu") && text.contains("staging")
         })
         .await;
@@ -295,7 +295,7 @@ async fn the_ui_lists_filters_streams_the_live_log_shows_the_report_and_retries(
     form.set_by_name("status", "agent_failed").await.unwrap();
     form.submit().await.unwrap();
     let filtered = browser
-        .wait_text("#incidents", Duration::from_secs(10), |text| {
+        .wait_text("#incidents", Duration::from_secs(30), |text| {
             text.contains("NodeUnhealthy") && !text.contains("resolved")
         })
         .await;
@@ -305,7 +305,7 @@ async fn the_ui_lists_filters_streams_the_live_log_shows_the_report_and_retries(
     browser.open(&format!("{base}/incidents/{gated}")).await;
     assert_eq!(browser.text("#summary .status").await, "investigating");
     browser
-        .wait_text("#live-log", Duration::from_secs(20), |text| {
+        .wait_text("#live-log", Duration::from_secs(60), |text| {
             text.contains("waiting for the go file")
         })
         .await;
@@ -395,7 +395,7 @@ async fn the_ui_lists_filters_streams_the_live_log_shows_the_report_and_retries(
         .await
         .unwrap();
     browser
-        .wait_text(".notice", Duration::from_secs(10), |text| {
+        .wait_text(".notice", Duration::from_secs(30), |text| {
             text.contains("Queued again")
         })
         .await;
@@ -405,6 +405,29 @@ async fn the_ui_lists_filters_streams_the_live_log_shows_the_report_and_retries(
         "{after}"
     );
     assert!(queue.get(small).await.unwrap().queued_at.is_some());
+
+    // the list refreshes itself: a new incident appears without a reload
+    browser.open(&format!("{base}/")).await;
+    browser
+        .eval("window.sameDocument = 'list'; return null;")
+        .await;
+    queue
+        .ingest(&fault(
+            "dev",
+            4,
+            "ImagePullBackOff",
+            "critical",
+            "Back-off pulling image registry.local/checkout:v2",
+        ))
+        .await
+        .unwrap();
+    browser
+        .wait_text("#incidents", Duration::from_secs(30), |text| {
+            text.contains("ImagePullBackOff")
+        })
+        .await;
+    let same = browser.eval("return window.sameDocument || null;").await;
+    assert_eq!(same, "list", "the list was refreshed in place");
 
     // the other pages
     browser.open(&format!("{base}/plugins")).await;
@@ -544,7 +567,7 @@ async fn off_loopback_the_ui_needs_a_login_and_retry_needs_the_admin_token() {
     };
     login("wrong").await;
     browser
-        .wait_text(".problem", Duration::from_secs(10), |text| {
+        .wait_text(".problem", Duration::from_secs(30), |text| {
             text.contains("not the read or admin token")
         })
         .await;
@@ -552,7 +575,7 @@ async fn off_loopback_the_ui_needs_a_login_and_retry_needs_the_admin_token() {
     // the read token: the incident, no retry button; the cookie is HttpOnly and SameSite=Strict
     login("r3ad-t0ken").await;
     browser
-        .wait_text("#summary", Duration::from_secs(10), |text| {
+        .wait_text("#summary", Duration::from_secs(30), |text| {
             text.contains("OOMKilled")
         })
         .await;
@@ -643,7 +666,7 @@ async fn off_loopback_the_ui_needs_a_login_and_retry_needs_the_admin_token() {
         .await
         .unwrap();
     browser
-        .wait_text("h1", Duration::from_secs(10), |text| text == "Log in")
+        .wait_text("h1", Duration::from_secs(30), |text| text == "Log in")
         .await;
     assert!(
         http.get(format!("{base}/"))
@@ -658,7 +681,7 @@ async fn off_loopback_the_ui_needs_a_login_and_retry_needs_the_admin_token() {
     browser.open(&format!("{base}/incidents/{id}")).await;
     login("adm1n-t0ken").await;
     browser
-        .wait_text("#summary", Duration::from_secs(10), |text| {
+        .wait_text("#summary", Duration::from_secs(30), |text| {
             text.contains("OOMKilled")
         })
         .await;
@@ -693,7 +716,7 @@ async fn off_loopback_the_ui_needs_a_login_and_retry_needs_the_admin_token() {
         .await
         .unwrap();
     browser
-        .wait_text(".notice", Duration::from_secs(10), |text| {
+        .wait_text(".notice", Duration::from_secs(30), |text| {
             text.contains("Queued again")
         })
         .await;
