@@ -13,6 +13,9 @@ use super::process::free_port;
 pub(crate) struct Browser {
     pub(crate) client: Client,
     driver: Child,
+    /// chromedriver's port and the session, to end it (and the browser) from `Drop`.
+    port: u16,
+    session: Option<String>,
 }
 
 fn chromium_binary() -> &'static str {
@@ -78,7 +81,18 @@ impl Browser {
                 }
             }
         };
-        let mut browser = Self { client, driver };
+        let session = client
+            .session_id()
+            .await
+            .ok()
+            .flatten()
+            .map(|id| id.to_string());
+        let mut browser = Self {
+            client,
+            driver,
+            port,
+            session,
+        };
         browser.resize(width, height).await;
         browser
     }
@@ -178,6 +192,7 @@ impl Browser {
 
     /// Ends the session and the driver.
     pub(crate) async fn close(mut self) {
+        self.session = None;
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
@@ -186,6 +201,20 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // a test that panicked never reached `close`: ask chromedriver to end the session, which
+        // stops the browser too (killing chromedriver alone would leave Chromium running)
+        if let Some(session) = self.session.take() {
+            use std::io::{Read, Write};
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = write!(
+                    stream,
+                    "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                    self.port
+                );
+                let _ = stream.read_to_end(&mut Vec::new());
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
