@@ -1,6 +1,7 @@
 //! `serve`'s HTTP listener: one axum router that the other modules add routes to — health and
 //! readiness ([`health`]), Prometheus metrics ([`metrics`]), the JSON API under `/api/v1`
-//! ([`api`]), and the webhook routes of the intake crate — behind one access rule ([`auth`]).
+//! ([`api`]), the web UI ([`ui`], with its own login form and cookie), and the webhook routes of
+//! the intake crate — behind one access rule ([`auth`]).
 //!
 //! Bound to 127.0.0.1 by default. On any other address `serve` refuses to start without an API
 //! token, and then every route but `/healthz` and `/readyz` needs one (webhooks need their own).
@@ -9,6 +10,7 @@ mod api;
 mod auth;
 mod health;
 mod metrics;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +68,7 @@ pub fn router(cx: HttpContext, extra: Router) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(guarded)
+        .merge(ui::routes(cx.clone()))
         .with_state(cx)
         .merge(extra)
 }

@@ -20,6 +20,7 @@ mod retention;
 mod serve;
 mod support;
 mod tidy;
+mod ui;
 mod untrusted_text;
 mod wakeups;
 mod worker;

@@ -135,6 +135,7 @@ pub(crate) fn built_plugins() -> std::path::PathBuf {
         .clone()
 }
 
+pub(crate) mod browser;
 pub(crate) mod fake_kms;
 pub(crate) mod moto;
 pub(crate) mod postgres_server;

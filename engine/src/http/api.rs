@@ -52,12 +52,12 @@ pub(super) fn routes() -> Router<Arc<HttpContext>> {
 /// An error answer: a status and a one-line reason.
 #[derive(Debug)]
 pub(super) struct ApiError {
-    status: StatusCode,
-    reason: String,
+    pub(super) status: StatusCode,
+    pub(super) reason: String,
 }
 
 impl ApiError {
-    fn bad_request(reason: impl Into<String>) -> Self {
+    pub(super) fn bad_request(reason: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             reason: reason.into(),
@@ -105,31 +105,32 @@ impl From<StoreError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
-fn parse_id(text: &str) -> ApiResult<Uuid> {
+pub(super) fn parse_id(text: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(text).map_err(|_| ApiError::bad_request(format!("{text:?} is not an id")))
 }
 
 /// A JSON column as a document: SQLite hands JSON back as text.
-fn document(value: &Value) -> Value {
+pub(super) fn document(value: &Value) -> Value {
     match value {
         Value::String(text) => serde_json::from_str(text).unwrap_or_else(|_| value.clone()),
         other => other.clone(),
     }
 }
 
+/// The incident list's query, shared with the web UI's filter form.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
-    status: Option<String>,
-    cluster: Option<String>,
-    fault_type: Option<String>,
-    severity: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    limit: Option<u64>,
-    cursor: Option<String>,
+pub(super) struct ListQuery {
+    pub(super) status: Option<String>,
+    pub(super) cluster: Option<String>,
+    pub(super) fault_type: Option<String>,
+    pub(super) severity: Option<String>,
+    pub(super) since: Option<String>,
+    pub(super) until: Option<String>,
+    pub(super) limit: Option<u64>,
+    pub(super) cursor: Option<String>,
 }
 
 fn time_param(name: &str, text: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
@@ -152,6 +153,17 @@ async fn list_incidents(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<IncidentPage>> {
     let Query(query) = query.map_err(|error| ApiError::bad_request(error.body_text()))?;
+    let filter = list_filter(query)?;
+    let incidents = cx.queue.list(&filter).await?;
+    let next_cursor = next_cursor(&incidents, filter.limit);
+    Ok(axum::Json(IncidentPage {
+        incidents,
+        next_cursor,
+    }))
+}
+
+/// The list filter a query asks for (empty values mean no filter).
+pub(super) fn list_filter(query: ListQuery) -> ApiResult<ListFilter> {
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let status = query
         .status
@@ -177,18 +189,18 @@ async fn list_incidents(
         after,
         limit,
     };
-    let incidents = cx.queue.list(&filter).await?;
-    let next_cursor = (incidents.len() as u64 == limit)
+    Ok(filter)
+}
+
+/// The cursor of the page after `incidents`, if it was full.
+pub(super) fn next_cursor(incidents: &[crate::queue::Incident], limit: u64) -> Option<String> {
+    (incidents.len() as u64 == limit)
         .then(|| {
             incidents
                 .last()
                 .map(|last| ListCursor::after(last).encode())
         })
-        .flatten();
-    Ok(axum::Json(IncidentPage {
-        incidents,
-        next_cursor,
-    }))
+        .flatten()
 }
 
 #[derive(Serialize)]
@@ -327,7 +339,7 @@ async fn report(
 
 /// The agent log as server-sent events: one `log` event per line, as `tail --follow` prints
 /// them, then `end` when the run is over (or `error`).
-async fn log(
+pub(super) async fn log(
     State(cx): State<Arc<HttpContext>>,
     Path(id): Path<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
