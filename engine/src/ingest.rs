@@ -3,10 +3,12 @@
 //! letter with the reason.
 //!
 //! [`Ingestor`] owns one writer task. Messages that arrive together are decoded and written in
-//! one transaction (up to `batch_max` messages, waiting at most `linger` after the first), so a
-//! storm is absorbed at batch speed while a lone event is durable within milliseconds. The
-//! writer is a two-stage pipeline: while one batch's transaction runs (in a task of its own),
-//! the next batch is gathered and decoded; transactions still run one at a time, in order.
+//! one transaction (up to `batch_max` messages), so a storm is absorbed at batch speed while a
+//! lone event is durable within milliseconds. The writer is a two-stage pipeline: while one
+//! batch's transaction runs (in a task of its own), the next batch is gathered (for at most
+//! `linger` after its first message) and decoded; transactions still run one at a time, in
+//! order. With no transaction running, a message is written at once: batches grow with the load
+//! by themselves, to what arrives during one commit.
 //! Nothing here waits on pre-triage, agents or post-triage.
 //!
 //! When the database cannot be written (restart, network cut, disk full), stream messages (MCP,
@@ -48,7 +50,8 @@ pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 pub struct IngestConfig {
     /// Most messages in one transaction.
     pub batch_max: usize,
-    /// How long the writer waits for more messages after the first of a batch.
+    /// How long the writer gathers more messages after the first of a batch while the previous
+    /// batch's transaction runs (with none running, it does not wait).
     pub linger: Duration,
     /// Messages held in memory between the feeds and the writer.
     pub buffer: usize,
@@ -373,10 +376,10 @@ impl Writer {
             let next = match in_flight.as_mut() {
                 Some(flight) => tokio::select! {
                     joined = &mut flight.task => Next::Landed(joined),
-                    (items, closing) = self.gather(&shutdown) => Next::Gathered(items, closing),
+                    (items, closing) = self.gather(&shutdown, true) => Next::Gathered(items, closing),
                 },
                 None => {
-                    let (items, closing) = self.gather(&shutdown).await;
+                    let (items, closing) = self.gather(&shutdown, false).await;
                     Next::Gathered(items, closing)
                 }
             };
@@ -489,10 +492,17 @@ impl Writer {
         }
     }
 
-    /// Waits for the next batch: in direct mode for a first message and then up to `linger`
-    /// more; while spooling, until the next replay is due. The flag says shutdown has begun.
-    /// Cancel-safe: what it has taken stays in `self.gathered` for the next call.
-    async fn gather(&mut self, shutdown: &CancellationToken) -> (Vec<Item>, bool) {
+    /// Waits for the next batch: in direct mode for a first message, then for up to `linger`
+    /// more if `lingering` (a commit is in flight, so the batch could not be written before it
+    /// lands anyway), else only what is already waiting; while spooling, until the next replay
+    /// is due. So a lone message is written at once, and under load batches grow by themselves
+    /// to what arrives during one commit. The flag says shutdown has begun. Cancel-safe: what it
+    /// has taken stays in `self.gathered` for the next call.
+    async fn gather(
+        &mut self,
+        shutdown: &CancellationToken,
+        lingering: bool,
+    ) -> (Vec<Item>, bool) {
         if shutdown.is_cancelled() {
             while self.gathered.len() < self.config.batch_max {
                 match self.rx.try_recv() {
@@ -533,6 +543,7 @@ impl Writer {
             match self.rx.try_recv() {
                 Ok(item) => self.gathered.push(item),
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) if !lingering => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     tokio::select! {
                         item = self.rx.recv() => match item {

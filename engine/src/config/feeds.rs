@@ -82,7 +82,7 @@ pub(crate) fn replica(raw: &RawReplica) -> anyhow::Result<crate::replica::Replic
 pub struct RawIntake {
     /// Most messages per commit (default 1000).
     pub batch_max: Option<usize>,
-    /// Wait for more messages after the first of a batch (default `"5ms"`).
+    /// Wait for more messages after the first of a batch while the previous commit runs (default `"5ms"`).
     pub linger: Option<String>,
     /// Messages buffered in memory (default 20000).
     pub buffer: Option<usize>,
