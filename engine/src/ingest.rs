@@ -498,11 +498,7 @@ impl Writer {
     /// is due. So a lone message is written at once, and under load batches grow by themselves
     /// to what arrives during one commit. The flag says shutdown has begun. Cancel-safe: what it
     /// has taken stays in `self.gathered` for the next call.
-    async fn gather(
-        &mut self,
-        shutdown: &CancellationToken,
-        lingering: bool,
-    ) -> (Vec<Item>, bool) {
+    async fn gather(&mut self, shutdown: &CancellationToken, lingering: bool) -> (Vec<Item>, bool) {
         if shutdown.is_cancelled() {
             while self.gathered.len() < self.config.batch_max {
                 match self.rx.try_recv() {

@@ -124,6 +124,9 @@ pub struct AgentOutcome {
     pub exit_code: Option<i64>,
     /// When the container started (or the run was attempted).
     pub started_at: DateTime<Utc>,
+    /// When the container's `create` call was made; `None` when no container was created or
+    /// the run was re-attached after a restart. What the dispatch benchmark times.
+    pub create_called_at: Option<DateTime<Utc>>,
     /// When the run ended.
     pub completed_at: DateTime<Utc>,
     /// `Resolved` or `AgentFailed`.

@@ -179,6 +179,8 @@ struct Supervision {
     image: String,
     workspace: Workspace,
     started_at: DateTime<Utc>,
+    /// When the container's `create` call was made (`None` when re-attached).
+    create_called_at: Option<DateTime<Utc>>,
     timeout: Duration,
     stop_grace: Duration,
     min_report_bytes: u64,
@@ -370,6 +372,7 @@ impl DockerRunner {
                     image: request.profile.image.clone(),
                     workspace,
                     started_at,
+                    create_called_at: None,
                     exit_code: None,
                     failure: Some(failure),
                     logs_capped: false,
@@ -569,6 +572,7 @@ impl DockerRunner {
         let options = CreateContainerOptionsBuilder::default()
             .name(&container_name)
             .build();
+        let create_called_at = Utc::now();
         let created = docker
             .create_container(Some(options), body)
             .await
@@ -625,6 +629,7 @@ impl DockerRunner {
                 image: profile.image.clone(),
                 workspace: workspace.clone(),
                 started_at,
+                create_called_at: Some(create_called_at),
                 timeout: profile.timeout,
                 stop_grace: profile.stop_grace,
                 min_report_bytes: profile.min_report_bytes,
@@ -758,6 +763,7 @@ impl DockerRunner {
             image: supervision.image,
             workspace: supervision.workspace,
             started_at: supervision.started_at,
+            create_called_at: supervision.create_called_at,
             exit_code,
             failure,
             logs_capped,
@@ -779,6 +785,7 @@ impl DockerRunner {
             image,
             workspace,
             started_at,
+            create_called_at,
             exit_code,
             failure,
             logs_capped,
@@ -860,6 +867,7 @@ impl DockerRunner {
             image,
             exit_code,
             started_at,
+            create_called_at,
             completed_at,
             status,
             failure,
@@ -992,6 +1000,7 @@ impl DockerRunner {
                 .unwrap_or_default(),
             workspace,
             started_at,
+            create_called_at: None,
             // The original timeout counts from the container's start, not from now.
             timeout: timeout.saturating_sub(elapsed),
             stop_grace: label_number(labels, LABEL_GRACE)
@@ -1042,6 +1051,7 @@ struct Finished {
     image: String,
     workspace: Workspace,
     started_at: DateTime<Utc>,
+    create_called_at: Option<DateTime<Utc>>,
     exit_code: Option<i64>,
     failure: Option<FailureReason>,
     logs_capped: bool,

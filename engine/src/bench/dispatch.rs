@@ -2,7 +2,9 @@
 //!
 //! (a) Dispatch latency: incidents are queued one at a time while worker slots (with the
 //! default 1 s poll interval, so only a wake-up makes it fast) sit idle; for each, the time from
-//! just before the `queued` commit to the slot's claim, and to the container's `create` as the
+//! just before the `queued` commit to the slot's claim, to the runner's container `create` call
+//! (`AgentOutcome::create_called_at`: everything nightcrier does first — claim, workspace,
+//! `incident.json`, secrets — the goal's figure), and to the container's `create` as the
 //! Docker engine reports it (its event stream, `timeNano`; the engine emits it when the create
 //! call has been handled, so the figure includes Docker's own create time, measured separately
 //! in (b) as "bare create"). On Postgres the incidents are queued through a second connection
@@ -108,6 +110,8 @@ struct BenchAgent {
     runner: DockerRunner,
     profile: AgentProfile,
     claimed: mpsc::UnboundedSender<(Uuid, DateTime<Utc>)>,
+    /// When the runner made the container's `create` call, once the run is over.
+    create_called: mpsc::UnboundedSender<(Uuid, Option<DateTime<Utc>>)>,
 }
 
 impl Investigate for BenchAgent {
@@ -120,10 +124,18 @@ impl Investigate for BenchAgent {
         let _ = self.claimed.send((incident.id, Utc::now()));
         let request = request(&incident.id.to_string(), &incident.cluster, &self.profile);
         match self.runner.run(request).await {
-            Ok(_) => JobOutcome::Done { exit_code: 0 },
-            Err(error) => JobOutcome::Abort {
-                reason: error.to_string(),
-            },
+            Ok(outcome) => {
+                let _ = self
+                    .create_called
+                    .send((incident.id, outcome.create_called_at));
+                JobOutcome::Done { exit_code: 0 }
+            }
+            Err(error) => {
+                let _ = self.create_called.send((incident.id, None));
+                JobOutcome::Abort {
+                    reason: error.to_string(),
+                }
+            }
         }
     }
 }
@@ -240,10 +252,12 @@ async fn dispatch_latency(
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let (claimed_tx, mut claimed_rx) = mpsc::unbounded_channel();
+    let (create_called_tx, mut create_called_rx) = mpsc::unbounded_channel();
     let agent = Arc::new(BenchAgent {
         runner: runner.clone(),
         profile: profile.clone(),
         claimed: claimed_tx,
+        create_called: create_called_tx,
     });
     let shutdown = CancellationToken::new();
     let config = WorkerConfig {
@@ -269,6 +283,7 @@ async fn dispatch_latency(
 
     let mut to_claim = Vec::with_capacity(args.incidents);
     let mut to_create = Vec::with_capacity(args.incidents);
+    let mut to_create_call = Vec::with_capacity(args.incidents);
     let owner = "bench-pre-triage";
     for n in 0..args.incidents {
         // a cluster of its own, so no lock holds it back
@@ -316,6 +331,17 @@ async fn dispatch_latency(
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let create_called_at = loop {
+            let (id, at) = create_called_rx
+                .recv()
+                .await
+                .context("the workers stopped")?;
+            if id == incident.id {
+                break at
+                    .with_context(|| format!("incident {key}: the run made no create call"))?;
+            }
+        };
+        to_create_call.push((create_called_at - queued_at).to_std().unwrap_or_default());
     }
     shutdown.cancel();
     workers.await.context("the workers panicked")?;
@@ -329,6 +355,16 @@ async fn dispatch_latency(
         Figure {
             name: format!("{backend} ({path}): queued → claimed p99"),
             value: percentile_ms(&mut to_claim, 0.99),
+            unit: "ms",
+        },
+        Figure {
+            name: format!("{backend} ({path}): queued → create call p50"),
+            value: percentile_ms(&mut to_create_call, 0.50),
+            unit: "ms",
+        },
+        Figure {
+            name: format!("{backend} ({path}): queued → create call p99"),
+            value: percentile_ms(&mut to_create_call, 0.99),
             unit: "ms",
         },
         Figure {
