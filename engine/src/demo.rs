@@ -70,12 +70,13 @@ kind=$(field kind)
 name=$(field name)
 context=$(field context)
 seen=$(field timestamp)
-sleep 1
+# pauses, so the live log in the UI can be watched growing
+sleep 2
 say "fault: $fault_type ($severity) on $kind $namespace/$name in cluster $cluster"
 say "reading the workspace: prompt.md, context/"
 prompt_lines=$(wc -l < prompt.md 2>/dev/null || echo 0)
 context_files=$(ls context 2>/dev/null)
-sleep 1
+sleep 2
 case "$fault_type" in
   CrashLoop*)
     steps="- Read the previous container's log: \`kubectl logs -n $namespace $name --previous\`.
@@ -92,6 +93,8 @@ case "$fault_type" in
     steps="- \`kubectl describe $kind -n $namespace $name\` and its recent events.
 - What changed last: rollouts, config, nodes." ;;
 esac
+say "suggesting next steps for a $fault_type"
+sleep 2
 say "writing output/investigation.md"
 mkdir -p "$OUTPUT_DIR"
 {
@@ -210,7 +213,7 @@ auto_migrate = true
 [workers]
 concurrency = 2
 poll_interval = "500ms"
-shutdown_grace = "3s"
+shutdown_grace = "1s"   # then the demo removes the agent containers still running
 
 [agent]
 workspace_root = "{data}/workspaces"
@@ -320,7 +323,7 @@ pub async fn run(
         tokio::select! {
             result = &mut server => result,
             () = shutdown => {
-                println!("\nnightcrier demo: stopping (agents get a few seconds to finish)…");
+                println!("\nnightcrier demo: stopping…");
                 stop.cancel();
                 server.await
             }
@@ -374,6 +377,8 @@ async fn announce(
         () = ready => {}
         () = cancel.cancelled() => return,
     }
+    // incidents resolved by an earlier run in this folder are not news
+    let mut seen: BTreeSet<String> = resolved(&client, &base).await.into_iter().collect();
     println!(
         "\n  nightcrier demo is running\n\n\
          \x20 Web UI:        {base}/   (open it: incidents appear within seconds)\n\
@@ -387,39 +392,38 @@ async fn announce(
         label = nightcrier_agent::runner::LABEL_INSTANCE,
     );
     shown.cancel();
-    let mut seen = BTreeSet::new();
-    let mut first = true;
     loop {
+        for id in resolved(&client, &base).await {
+            if seen.insert(id.clone()) {
+                println!("  report ready:  {base}/incidents/{id}");
+            }
+        }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = cancel.cancelled() => return,
         }
-        let Ok(response) = client
-            .get(format!("{base}/api/v1/incidents?status=resolved&limit=20"))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-        else {
-            continue;
-        };
-        let Ok(page) = response.json::<serde_json::Value>().await else {
-            continue;
-        };
-        let ids = page["incidents"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|incident| incident["id"].as_str().map(str::to_owned));
-        for id in ids {
-            if seen.insert(id.clone()) && !first {
-                println!("  report ready:  {base}/incidents/{id}");
-            }
-        }
-        // incidents resolved before this run are not news
-        if first {
-            first = false;
-        }
     }
+}
+
+/// Ids of the newest resolved incidents (none when the API does not answer).
+async fn resolved(client: &reqwest::Client, base: &str) -> Vec<String> {
+    let Ok(response) = client
+        .get(format!("{base}/api/v1/incidents?status=resolved&limit=20"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let Ok(page) = response.json::<serde_json::Value>().await else {
+        return Vec::new();
+    };
+    page["incidents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|incident| incident["id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Sends the first fault as soon as the feed has subscribed, then one every `interval`.
@@ -465,32 +469,46 @@ async fn send_faults(
     }
 }
 
-/// Removes every container labelled with this demo's instance id; returns how many.
+/// Removes every container labelled with this demo's instance id, and waits until none is left
+/// (the runner may be removing one at the same time); returns how many this call removed.
 pub async fn remove_containers(instance: &str) -> anyhow::Result<usize> {
     let docker =
         bollard::Docker::connect_with_local_defaults().context("failed to reach Docker")?;
     let label = format!("{}={instance}", nightcrier_agent::runner::LABEL_INSTANCE);
     let filters = HashMap::from([("label", vec![label.as_str()])]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let containers = docker
-        .list_containers(Some(options))
-        .await
-        .context("failed to list the demo's containers")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut removed = 0;
-    for container in containers {
-        let Some(id) = container.id else { continue };
-        let options = RemoveContainerOptionsBuilder::default().force(true).build();
-        match docker.remove_container(&id, Some(options)).await {
-            Ok(()) => removed += 1,
-            // already gone (the runner removed it meanwhile)
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            Err(error) => return Err(error).context("failed to remove a demo container"),
+    loop {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .context("failed to list the demo's containers")?;
+        if containers.is_empty() {
+            return Ok(removed);
         }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "{} demo container(s) still there after 30 s",
+                containers.len()
+            );
+        }
+        for container in containers {
+            let Some(id) = container.id else { continue };
+            let options = RemoveContainerOptionsBuilder::default().force(true).build();
+            match docker.remove_container(&id, Some(options)).await {
+                Ok(()) => removed += 1,
+                // gone, or being removed by the runner: the next listing tells
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404 | 409,
+                    ..
+                }) => {}
+                Err(error) => return Err(error).context("failed to remove a demo container"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(removed)
 }
