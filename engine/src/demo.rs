@@ -137,8 +137,8 @@ say "done"
 
 /// The faults the simulated server reports, in turn (fault ids are made unique per run).
 fn demo_faults() -> Vec<Fault> {
-    let fault = |fault_type: &str, severity: &str, namespace: &str, name: &str, context: &str| {
-        Fault {
+    let fault =
+        |fault_type: &str, severity: &str, namespace: &str, name: &str, context: &str| Fault {
             fault_id: String::new(),
             fault_type: fault_type.into(),
             severity: severity.into(),
@@ -146,8 +146,7 @@ fn demo_faults() -> Vec<Fault> {
             name: name.into(),
             namespace: namespace.into(),
             context: context.into(),
-        }
-    };
+        };
     vec![
         fault(
             "CrashLoop",
@@ -185,7 +184,10 @@ fn demo_faults() -> Vec<Fault> {
 pub fn instance_id(data: &Path) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(data.as_os_str().as_encoded_bytes());
-    let hex: String = digest[..4].iter().map(|byte| format!("{byte:02x}")).collect();
+    let hex: String = digest[..4]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     format!("nightcrier-demo-{hex}")
 }
 

@@ -171,7 +171,10 @@ async fn the_demo_resolves_a_fault_into_its_report_and_ctrl_c_leaves_no_containe
 
     // the terminal says where to look, and announces the report (it polls once a second)
     let output = demo.output();
-    assert!(output.contains(&format!("Web UI:        http://{listen}/")), "{output}");
+    assert!(
+        output.contains(&format!("Web UI:        http://{listen}/")),
+        "{output}"
+    );
     assert!(output.contains("Stop with Ctrl-C"), "{output}");
     let announced = format!("report ready:  http://{listen}/incidents/{id}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
