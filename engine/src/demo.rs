@@ -270,6 +270,18 @@ pub async fn run(
             args.plugins.display()
         );
     }
+    // the port first: a clear message rather than serve's bind error after the image build
+    drop(std::net::TcpListener::bind(args.listen).with_context(|| {
+        format!(
+            "cannot listen on {} (another program uses it?): pass --listen 127.0.0.1:PORT",
+            args.listen
+        )
+    })?);
+    bollard::Docker::connect_with_local_defaults()
+        .context("failed to reach Docker")?
+        .ping()
+        .await
+        .context("the demo needs a running Docker engine (is `docker info` working?)")?;
     let plugins = std::fs::canonicalize(&args.plugins)
         .with_context(|| format!("plugin folder {}", args.plugins.display()))?;
     std::fs::create_dir_all(&args.data)
@@ -320,8 +332,10 @@ pub async fn run(
     ));
     let served = {
         let stopped = stop.clone();
-        let server = crate::server::run(settings, async move { stopped.cancelled().await });
-        tokio::pin!(server);
+        // boxed: serve's future is large
+        let mut server = Box::pin(crate::server::run(settings, async move {
+            stopped.cancelled().await
+        }));
         tokio::select! {
             result = &mut server => result,
             () = shutdown => {
