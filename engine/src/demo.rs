@@ -528,3 +528,49 @@ pub async fn remove_containers(instance: &str) -> anyhow::Result<usize> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_config_loads_with_its_profile_cluster_and_loopback_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nightcrier.toml");
+        let listen: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        std::fs::write(
+            &path,
+            config_text(
+                dir.path(),
+                listen,
+                Path::new("/srv/plugins"),
+                "nightcrier-demo-agent:0123456789abcdef",
+                &instance_id(dir.path()),
+                "http://127.0.0.1:40000/mcp",
+            ),
+        )
+        .unwrap();
+        let settings = crate::config::load(Some(&path), None).unwrap();
+        assert_eq!(settings.default_profile, "demo");
+        let profile = &settings.profiles["demo"];
+        assert_eq!(profile.image, "nightcrier-demo-agent:0123456789abcdef");
+        assert_eq!(profile.command, ["/bin/sh", "/agent.sh"]);
+        assert!(settings.clusters[CLUSTER].mcp.is_some());
+        assert_eq!(settings.listen, listen);
+        assert!(settings.instance_id_configured);
+        assert_eq!(settings.runner.instance_id, instance_id(dir.path()));
+        assert!(
+            settings.store.url.ends_with("/nightcrier.db"),
+            "{}",
+            settings.store.url
+        );
+    }
+
+    #[test]
+    fn the_instance_id_depends_on_the_folder_only() {
+        let a = instance_id(Path::new("/home/sre/nightcrier-demo"));
+        assert_eq!(a, instance_id(Path::new("/home/sre/nightcrier-demo")));
+        assert_ne!(a, instance_id(Path::new("/tmp/nightcrier-demo")));
+        assert!(a.starts_with("nightcrier-demo-") && a.len() == "nightcrier-demo-".len() + 8);
+    }
+}
