@@ -100,6 +100,8 @@ mkdir -p "$OUTPUT_DIR"
 {
   echo "# Demo report (not an AI)"
   echo
+  echo "$fault_type on $kind $namespace/$name: a templated report by the demo agent, not an AI."
+  echo
   echo "> **This is a demo.** nightcrier's demo agent, a shell script in a local busybox image,"
   echo "> wrote this report from the files nightcrier gave it. No AI model was called and"
   echo "> nothing in a cluster was inspected. Point \`serve\` at a real kubernetes-mcp-server and"
