@@ -45,6 +45,11 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// See the whole job in a minute, with Docker and no API key: `serve` on SQLite in a demo
+    /// folder with the web UI, a simulated kubernetes-mcp-server sending faults through the
+    /// normal feed, and a demo agent image (a shell script, not an AI) built locally. Ctrl-C
+    /// stops it and removes every container it started. Ignores the config file.
+    Demo(crate::demo::DemoArgs),
     /// Run the service: pre-triage, agent workers and lease sweeping, until SIGINT/SIGTERM.
     /// Applies pending migrations first (unless `database.auto_migrate = false`) and re-attaches
     /// to agent containers a previous run left behind.
@@ -262,6 +267,10 @@ impl clap::ValueEnum for JobStatus {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // the demo writes its own config; a broken ./nightcrier.toml must not stop it
+    if let Command::Demo(args) = &cli.command {
+        return demo(args).await;
+    }
     let config_path = cli.config.clone().or_else(|| {
         let default = PathBuf::from("nightcrier.toml");
         default.is_file().then_some(default)
@@ -269,6 +278,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut settings = crate::config::load(config_path.as_deref(), cli.database_url.as_deref())?;
     let store_config = settings.store.clone();
     match cli.command {
+        Command::Demo(args) => demo(&args).await,
         Command::Serve { plugins } => {
             settings.plugins = plugins_config(settings.plugins.take(), plugins);
             crate::server::run(settings, crate::server::shutdown_signal()).await?;
@@ -397,6 +407,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn demo(args: &crate::demo::DemoArgs) -> anyhow::Result<ExitCode> {
+    crate::demo::run(args, crate::server::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The config's `[plugins]`, with `--plugins DIR` as the folder when given.

@@ -20,6 +20,9 @@
 //! - [`alert`]: operational alerts (breaker degraded/recovered, feed down/up): recorded, then
 //!   delivered to the post-triage plugins that handle alerts.
 //! - [`cli`]: the `nightcrier` command line.
+//! - [`demo`]: `nightcrier demo`: serve on SQLite with a simulated kubernetes-mcp-server and a
+//!   local demo agent image, for a first look at the whole job.
+//! - `mcp_sim`: simulated kubernetes-mcp-servers over real HTTP (for `demo` and `bench intake`).
 //! - [`bench`]: `nightcrier bench store`, the store and queue benchmark.
 //! - [`telemetry`]: tracing set-up and the field names used in logs.
 //!
@@ -30,9 +33,11 @@ pub mod alert;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod feed;
 pub mod http;
 pub mod ingest;
+pub(crate) mod mcp_sim;
 pub mod plugin;
 pub mod queue;
 pub mod replica;

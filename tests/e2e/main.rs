@@ -5,6 +5,7 @@
 mod alerts;
 mod api;
 mod cli;
+mod demo;
 mod examples;
 mod ingest;
 mod intake;

@@ -6,7 +6,10 @@ use std::path::Path;
 use std::process::Command;
 
 /// Busybox applets linked into every test image.
-const APPLETS: [&str; 19] = [
+const APPLETS: [&str; 22] = [
+    "sed",
+    "date",
+    "cut",
     "sh",
     "cat",
     "head",
@@ -31,6 +34,12 @@ const APPLETS: [&str; 19] = [
 /// Returns `repository:<hash of script>`, importing it first if the engine does not have it.
 /// Panics with a message saying what to install when busybox or Docker is missing.
 pub fn busybox_image(repository: &str, script: &str) -> String {
+    build_busybox_image(repository, script).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// [`busybox_image`] that returns what went wrong instead of panicking (for `nightcrier demo`,
+/// which builds its agent image the same way).
+pub fn build_busybox_image(repository: &str, script: &str) -> Result<String, String> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     script.hash(&mut hasher);
@@ -39,36 +48,44 @@ pub fn busybox_image(repository: &str, script: &str) -> String {
     let inspect = Command::new("docker")
         .args(["image", "inspect", &image])
         .output()
-        .expect("the docker CLI must be installed and the engine running for these tests");
+        .map_err(|error| {
+            format!("the docker CLI must be installed and the engine running: {error}")
+        })?;
     if inspect.status.success() {
-        return image;
+        return Ok(image);
     }
     let busybox = Path::new("/bin/busybox");
-    assert!(
-        busybox.exists(),
-        "/bin/busybox is missing: install it with `apt-get install -y busybox-static`"
-    );
-    let rootfs = tempfile::tempdir().expect("a temporary folder for the image");
+    if !busybox.exists() {
+        return Err(
+            "/bin/busybox is missing: install it with `apt-get install -y busybox-static`".into(),
+        );
+    }
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |error: std::io::Error| format!("{what}: {error}")
+    };
+    let rootfs = tempfile::tempdir().map_err(io("a temporary folder for the image"))?;
     let root = rootfs.path();
     for directory in ["bin", "tmp", "home/agent", "etc", "run/secrets"] {
-        std::fs::create_dir_all(root.join(directory)).expect("image folders");
+        std::fs::create_dir_all(root.join(directory)).map_err(io("image folders"))?;
     }
     // Docker copies the image directory's mode onto a tmpfs mounted over it.
     std::fs::set_permissions(
         root.join("tmp"),
         std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     )
-    .expect("mode of /tmp");
-    std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+    .map_err(io("mode of /tmp"))?;
+    std::fs::copy(busybox, root.join("bin/busybox")).map_err(io("copy busybox"))?;
     for applet in APPLETS {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("applet link");
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
+            .map_err(io("applet link"))?;
     }
-    std::fs::write(root.join("agent.sh"), script).expect("agent script");
+    std::fs::write(root.join("agent.sh"), script).map_err(io("agent script"))?;
     std::fs::write(
         root.join("etc/passwd"),
         "root:x:0:0::/root:/bin/sh\nagent:x:1000:1000::/home/agent:/bin/sh\n",
     )
-    .expect("passwd");
+    .map_err(io("passwd"))?;
     let tarball = root.with_extension("tar");
     let tar = Command::new("tar")
         .args(["--owner=0", "--group=0", "-C"])
@@ -77,30 +94,34 @@ pub fn busybox_image(repository: &str, script: &str) -> String {
         .arg(&tarball)
         .arg(".")
         .status()
-        .expect("tar must be installed");
-    assert!(tar.success(), "tar failed");
+        .map_err(io("tar must be installed"))?;
+    if !tar.success() {
+        return Err("tar failed".into());
+    }
     let import = Command::new("docker")
         .args(["import", "--change", "ENV PATH=/bin"])
         .arg(&tarball)
         .arg(&image)
         .output()
-        .expect("docker import");
+        .map_err(io("docker import"))?;
     let _ = std::fs::remove_file(&tarball);
-    assert!(
-        import.status.success(),
-        "docker import failed: {}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    if !import.status.success() {
+        return Err(format!(
+            "docker import failed: {}",
+            String::from_utf8_lossy(&import.stderr)
+        ));
+    }
     // Older builds of this repository's image (other script versions) are no longer needed.
-    let listed = Command::new("docker")
+    if let Ok(listed) = Command::new("docker")
         .args(["images", repository, "--format", "{{.Repository}}:{{.Tag}}"])
         .output()
-        .expect("docker images");
-    for stale in String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .filter(|line| *line != image)
     {
-        let _ = Command::new("docker").args(["rmi", stale]).output();
+        for stale in String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter(|line| *line != image)
+        {
+            let _ = Command::new("docker").args(["rmi", stale]).output();
+        }
     }
-    image
+    Ok(image)
 }

@@ -1,12 +1,10 @@
-//! `nightcrier bench intake`: a fleet of simulated kubernetes-mcp-servers (`intake/sim.rs`, one
+//! `nightcrier bench intake`: a fleet of simulated kubernetes-mcp-servers (`crate::mcp_sim`, one
 //! process) against a real `serve` child process with the bundled `kubernetes-mcp` plugin and
 //! no agents. It measures what the intake goals name: the `serve` RSS holding every
 //! subscription, events per second from the servers' streams to committed rows at each offered
 //! rate, receipt → commit latency (from `serve`'s own histogram), and, after every server
 //! restarts at once, the time until each subscription is active again and the peak
 //! connection attempts per second.
-
-mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,7 +16,7 @@ use anyhow::{Context, bail};
 use tokio::time::Instant;
 
 use super::Figure;
-use sim::Fleet;
+use crate::mcp_sim::Fleet;
 
 /// Options of `nightcrier bench intake`.
 #[derive(Clone, Debug, clap::Args)]

@@ -1,9 +1,9 @@
-//! A fleet of simulated kubernetes-mcp-servers in one process, for `bench intake`: each server
+//! A fleet of simulated kubernetes-mcp-servers in one process, for `bench intake` and `demo`: each server
 //! listens on its own port and speaks the Streamable HTTP side of the fault protocol that
 //! nightcrier's MCP feed uses (initialize, `notifications/initialized`, the GET stream,
 //! `logging/setLevel`, `events_subscribe`, `events_list_subscriptions`, `events_unsubscribe`,
 //! DELETE, `404` for a session it does not know). Faults go out on the GET streams at a rate the
-//! bench sets; a restart drops every session of every server at once and answers `503` for a
+//! caller sets ([`Fleet::send_faults`] a canned one, [`Fleet::send_fault`] a given one); a restart drops every session of every server at once and answers `503` for a
 //! while, as a fleet restarting together would. The fault tests use a faithful Python server
 //! (`tests/fake-kms`); this one exists to simulate thousands of servers on two cores.
 
@@ -41,21 +41,21 @@ struct Server {
 
 /// Counters shared by every server.
 #[derive(Default)]
-pub(super) struct Counters {
+pub(crate) struct Counters {
     /// `initialize` requests, including those answered `503` while down.
-    pub(super) initialize_attempts: AtomicU64,
+    pub(crate) initialize_attempts: AtomicU64,
     /// Faults written to a stream.
-    pub(super) faults_sent: AtomicU64,
+    pub(crate) faults_sent: AtomicU64,
     /// Faults that found no active subscription or a full stream.
-    pub(super) faults_not_sent: AtomicU64,
+    pub(crate) faults_not_sent: AtomicU64,
 }
 
 /// The simulated fleet.
-pub(super) struct Fleet {
+pub(crate) struct Fleet {
     servers: Vec<Arc<Server>>,
     addrs: Vec<SocketAddr>,
     /// Counters of the whole fleet.
-    pub(super) counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
     down_until: Arc<Mutex<Option<Instant>>>,
     /// Attempts per second since the fleet started: index = whole seconds since `epoch`.
     attempts_by_second: Arc<Mutex<Vec<u64>>>,
@@ -74,16 +74,22 @@ struct ServerState {
 
 impl Fleet {
     /// Starts `count` servers on free loopback ports, named `cluster-0000`….
-    pub(super) async fn start(count: usize) -> anyhow::Result<Arc<Fleet>> {
+    pub(crate) async fn start(count: usize) -> anyhow::Result<Arc<Fleet>> {
+        Self::start_named((0..count).map(cluster_name).collect()).await
+    }
+
+    /// Starts one server per name (its cluster), each on a free loopback port.
+    pub(crate) async fn start_named(clusters: Vec<String>) -> anyhow::Result<Arc<Fleet>> {
+        let count = clusters.len();
         let counters = Arc::new(Counters::default());
         let down_until = Arc::new(Mutex::new(None));
         let attempts_by_second = Arc::new(Mutex::new(Vec::new()));
         let epoch = Instant::now();
         let mut servers = Vec::with_capacity(count);
         let mut addrs = Vec::with_capacity(count);
-        for index in 0..count {
+        for cluster in clusters {
             let server = Arc::new(Server {
-                cluster: cluster_name(index),
+                cluster,
                 sessions: Mutex::new(HashMap::new()),
             });
             let state = ServerState {
@@ -115,7 +121,7 @@ impl Fleet {
     }
 
     /// `(cluster, url)` of every server.
-    pub(super) fn endpoints(&self) -> Vec<(String, String)> {
+    pub(crate) fn endpoints(&self) -> Vec<(String, String)> {
         self.servers
             .iter()
             .zip(&self.addrs)
@@ -124,7 +130,7 @@ impl Fleet {
     }
 
     /// Servers with a subscription and an open stream.
-    pub(super) async fn active(&self) -> usize {
+    pub(crate) async fn active(&self) -> usize {
         let mut active = 0;
         for server in &self.servers {
             let sessions = server.sessions.lock().await;
@@ -139,7 +145,7 @@ impl Fleet {
     }
 
     /// Sends `count` faults, spread round-robin over the servers.
-    pub(super) async fn send_faults(&self, count: u64) {
+    pub(crate) async fn send_faults(&self, count: u64) {
         for _ in 0..count {
             let n = self.next_fault.fetch_add(1, Ordering::Relaxed);
             let server = &self.servers[(n % self.servers.len() as u64) as usize];
@@ -165,7 +171,7 @@ impl Fleet {
 
     /// Restarts every server at once: sessions and streams end, and every request is answered
     /// `503` for `down`; afterwards the old session ids are unknown (`404`).
-    pub(super) async fn restart_all(&self, down: Duration) {
+    pub(crate) async fn restart_all(&self, down: Duration) {
         *self.down_until.lock().await = Some(Instant::now() + down);
         for server in &self.servers {
             server.sessions.lock().await.clear();
@@ -173,7 +179,7 @@ impl Fleet {
     }
 
     /// Initialize attempts per whole second since `since`, up to now.
-    pub(super) async fn attempts_per_second_since(&self, since: Instant) -> Vec<u64> {
+    pub(crate) async fn attempts_per_second_since(&self, since: Instant) -> Vec<u64> {
         let first = since.duration_since(self.epoch).as_secs() as usize;
         let seconds = self.attempts_by_second.lock().await;
         seconds
@@ -183,30 +189,92 @@ impl Fleet {
     }
 }
 
+/// One fault as a kubernetes-mcp-server reports it (the `data` of its `notifications/message`,
+/// without the subscription, cluster and timestamp the server fills in).
+#[derive(Clone, Debug)]
+pub(crate) struct Fault {
+    /// The server's id of the fault.
+    pub(crate) fault_id: String,
+    /// `CrashLoop`, `OOMKilled`, `ImagePullBackOff`…
+    pub(crate) fault_type: String,
+    /// `critical`, `warning`…
+    pub(crate) severity: String,
+    /// Kind of the faulty resource (`Pod`, `Node`…).
+    pub(crate) kind: String,
+    /// Its name.
+    pub(crate) name: String,
+    /// Its namespace.
+    pub(crate) namespace: String,
+    /// What the server saw.
+    pub(crate) context: String,
+}
+
+impl Fleet {
+    /// Sends `fault` on server `index`'s active stream; `false` if it has none or the stream is
+    /// full.
+    pub(crate) async fn send_fault(&self, index: usize, fault: &Fault) -> bool {
+        let Some(server) = self.servers.get(index) else {
+            return false;
+        };
+        let sessions = server.sessions.lock().await;
+        let target = sessions
+            .values()
+            .find_map(|session| Some((session.subscription.as_ref()?, session.stream.as_ref()?)));
+        let sent = match target {
+            Some((subscription, stream)) => {
+                let data = fault_data(&server.cluster, subscription, fault);
+                stream.try_send(Ok(frame(data))).is_ok()
+            }
+            None => false,
+        };
+        let counter = if sent {
+            &self.counters.faults_sent
+        } else {
+            &self.counters.faults_not_sent
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        sent
+    }
+}
+
 /// The name of server `index`.
-pub(super) fn cluster_name(index: usize) -> String {
+pub(crate) fn cluster_name(index: usize) -> String {
     format!("cluster-{index:04}")
 }
 
 fn fault_frame(cluster: &str, subscription: &str, n: u64) -> Bytes {
+    let fault = Fault {
+        fault_id: format!("{n:016x}"),
+        fault_type: "CrashLoop".into(),
+        severity: "critical".into(),
+        kind: "Pod".into(),
+        name: format!("checkout-{n}"),
+        namespace: "shop".into(),
+        context: "Container entered CrashLoopBackOff state, restart count: 3, waiting message: back-off 40s restarting failed container=api, last exit code: 1, last reason: Error".into(),
+    };
+    frame(fault_data(cluster, subscription, &fault))
+}
+
+fn fault_data(cluster: &str, subscription: &str, fault: &Fault) -> Value {
+    json!({
+        "subscriptionId": subscription,
+        "cluster": cluster,
+        "faultId": fault.fault_id,
+        "faultType": fault.fault_type,
+        "severity": fault.severity,
+        "resource": {"apiVersion": "v1", "kind": fault.kind, "name": fault.name,
+                     "namespace": fault.namespace,
+                     "uid": uuid::Uuid::new_v4().to_string()},
+        "context": fault.context,
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+fn frame(data: Value) -> Bytes {
     let notification = json!({
         "jsonrpc": "2.0",
         "method": "notifications/message",
-        "params": {
-            "level": "warning",
-            "logger": "kubernetes/faults",
-            "data": {
-                "subscriptionId": subscription,
-                "cluster": cluster,
-                "faultId": format!("{n:016x}"),
-                "faultType": "CrashLoop",
-                "severity": "critical",
-                "resource": {"apiVersion": "v1", "kind": "Pod", "name": format!("checkout-{n}"),
-                             "namespace": "shop", "uid": format!("00000000-0000-4000-8000-{n:012x}")},
-                "context": "Container entered CrashLoopBackOff state, restart count: 3, waiting message: back-off 40s restarting failed container=api, last exit code: 1, last reason: Error",
-                "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            }
-        }
+        "params": {"level": "warning", "logger": "kubernetes/faults", "data": data}
     });
     Bytes::from(format!("event: message\ndata: {notification}\n\n"))
 }
