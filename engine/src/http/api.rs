@@ -458,20 +458,20 @@ impl HttpContext {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RejectedQuery {
-    limit: Option<u64>,
-    cursor: Option<String>,
+/// One page of dead letters, newest first, and the cursor of the next page when there may be one.
+pub(super) struct RejectedPage {
+    pub(super) rows: Vec<crate::store::entity::rejected_events::Model>,
+    pub(super) next_cursor: Option<String>,
 }
 
-async fn rejected(
-    State(cx): State<Arc<HttpContext>>,
-    query: Result<Query<RejectedQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<axum::Json<Value>> {
-    let Query(query) = query.map_err(|error| ApiError::bad_request(error.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+/// The page of at most `limit` dead letters after `cursor` (a previous page's `next_cursor`;
+/// empty or absent: the newest), for the API and the web UI.
+pub(super) async fn rejected_page(
+    cx: &HttpContext,
+    cursor: Option<&str>,
+    limit: u64,
+) -> ApiResult<RejectedPage> {
+    let after = match cursor.filter(|c| !c.is_empty()) {
         Some(text) => {
             let cursor =
                 ListCursor::decode(text).ok_or_else(|| ApiError::bad_request("bad cursor"))?;
@@ -492,6 +492,24 @@ async fn rejected(
                 .encode(),
             )
         });
+    Ok(RejectedPage { rows, next_cursor })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectedQuery {
+    limit: Option<u64>,
+    cursor: Option<String>,
+}
+
+async fn rejected(
+    State(cx): State<Arc<HttpContext>>,
+    query: Result<Query<RejectedQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<axum::Json<Value>> {
+    let Query(query) = query.map_err(|error| ApiError::bad_request(error.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let RejectedPage { rows, next_cursor } =
+        rejected_page(&cx, query.cursor.as_deref(), limit).await?;
     let items: Vec<Value> = rows
         .into_iter()
         .map(|row| {

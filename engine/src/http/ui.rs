@@ -29,7 +29,7 @@ use uuid::Uuid;
 use self::session::{Grant, Sessions, Viewer};
 use super::HttpContext;
 use super::api::{self, ListQuery};
-use crate::queue::{JobStatus, ListCursor};
+use crate::queue::JobStatus;
 
 /// Incidents on one page of the list.
 const PAGE: u64 = 50;
@@ -490,29 +490,13 @@ async fn rejected(
     form: Result<Query<RejectedForm>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let form = form.map(|Query(form)| form).unwrap_or_default();
-    let after = match form.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(text) => match ListCursor::decode(text) {
-            Some(cursor) => Some((cursor.created_at, cursor.id.to_string())),
-            None => return api::ApiError::bad_request("bad cursor").into_page(&viewer),
-        },
-        None => None,
+    let api::RejectedPage {
+        rows,
+        next_cursor: next,
+    } = match api::rejected_page(&cx, form.cursor.as_deref(), REJECTED_PAGE).await {
+        Ok(page) => page,
+        Err(error) => return error.into_page(&viewer),
     };
-    let rows = match cx.queue.store().rejected_page(REJECTED_PAGE, after).await {
-        Ok(rows) => rows,
-        Err(error) => return api::ApiError::from(error).into_page(&viewer),
-    };
-    let next = (rows.len() as u64 == REJECTED_PAGE)
-        .then(|| rows.last())
-        .flatten()
-        .and_then(|last| {
-            Some(
-                ListCursor {
-                    created_at: last.received_at,
-                    id: Uuid::parse_str(&last.id).ok()?,
-                }
-                .encode(),
-            )
-        });
     html(
         StatusCode::OK,
         pages::rejected(&pages::RejectedView {
