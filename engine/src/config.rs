@@ -467,6 +467,17 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         }
     }
 
+    // A replica that cannot renew its leases stops its feeds `stop_margin` before they could
+    // expire; each feed must be gone from its server within that (the watchdog checks every
+    // tick, so up to one tick of the margin is spent before the stop begins).
+    let replica = feeds::replica(&raw.replica)?;
+    if intake.settings.mcp.stop_timeout + crate::feed::WATCHDOG_TICK >= replica.stop_margin {
+        bail!(
+            "intake.mcp.stop_timeout ({:?}) must be at least 250ms below replica.stop_margin ({:?}): a replica cut from the database must be gone from its servers before its leases expire",
+            intake.settings.mcp.stop_timeout,
+            replica.stop_margin
+        );
+    }
     Ok(Settings {
         store,
         auto_migrate: raw.database.auto_migrate,
@@ -481,7 +492,7 @@ pub fn validate(raw: RawConfig, database_url: Option<&str>) -> anyhow::Result<Se
         data_dir,
         listen: intake.listen,
         api_tokens: intake.tokens,
-        replica: feeds::replica(&raw.replica)?,
+        replica,
         instance_id_configured,
         ingest: intake.ingest,
         intake: intake.settings,
@@ -627,6 +638,19 @@ mod tests {
             settings.workspace_retention, None,
             "0 keeps workspaces forever"
         );
+    }
+
+    #[test]
+    fn a_feed_stop_longer_than_the_replica_stop_margin_is_refused() {
+        let error =
+            error_of("[replica]\nstop_margin = \"2s\"\nheartbeat = \"500ms\"\nlease = \"6s\"");
+        assert!(
+            error.contains("intake.mcp.stop_timeout") && error.contains("replica.stop_margin"),
+            "{error}"
+        );
+        let ok = parse("[replica]\nstop_margin = \"2s\"\nheartbeat = \"500ms\"\nlease = \"6s\"\n[intake.mcp]\nstop_timeout = \"1s\"").unwrap();
+        let settings = validate(ok, None).unwrap();
+        assert_eq!(settings.intake.mcp.stop_timeout, Duration::from_secs(1));
     }
 
     #[test]

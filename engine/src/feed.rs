@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 mod supervisor;
 
-pub use supervisor::supervise;
+pub use supervisor::{WATCHDOG_TICK, supervise};
 
 use crate::ingest::{IngestError, Ingestor};
 use crate::plugin::RefusedPlugin;
@@ -182,9 +182,13 @@ pub struct StartedFeeds {
     pub streams: Vec<StreamFeed>,
 }
 
-/// Starts a feed's task; it runs until the token is cancelled.
-pub type StartFeed =
-    Arc<dyn Fn(CancellationToken) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+/// Starts a feed's task; it runs until the token is cancelled and says whether its source
+/// confirmed the stop.
+pub type StartFeed = Arc<
+    dyn Fn(CancellationToken) -> futures::future::BoxFuture<'static, nightcrier_intake::Stopped>
+        + Send
+        + Sync,
+>;
 
 /// A stream feed: its lease key (`mcp:<cluster>`, `poll:<plugin>`), its state and its start.
 pub struct StreamFeed {
@@ -204,7 +208,10 @@ impl StreamFeed {
         tasks: &mut JoinSet<()>,
     ) {
         for feed in streams {
-            tasks.spawn((feed.start)(shutdown.child_token()));
+            let run = (feed.start)(shutdown.child_token());
+            tasks.spawn(async move {
+                run.await;
+            });
         }
     }
 }

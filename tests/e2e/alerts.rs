@@ -712,6 +712,7 @@ ttl = "4s"
 lease = "6s"
 stop_margin = "2s"
 [intake.mcp]
+stop_timeout = "1s"
 probe_interval = "1s"
 request_timeout = "2s"
 backoff_initial = "200ms"

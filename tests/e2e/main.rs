@@ -7,6 +7,7 @@ mod api;
 mod cli;
 mod demo;
 mod examples;
+mod feed_stop;
 mod ingest;
 mod intake;
 mod migrations;

@@ -607,6 +607,7 @@ class Listener:
         self.subscribe_mode = "ok"
         self.subscribe_error_text = DEFAULT_SUBSCRIBE_ERROR_TEXT
         self.subscribe_delay = 0.0
+        self.delete_mode = "ok"  # "hang": DELETE is never answered (a server too busy to)
         self.mode_changed = asyncio.Event()
         self.shutting_down = False
         self.background: set[asyncio.Task] = set()
@@ -668,6 +669,7 @@ class Listener:
             "listCalls": self.list_calls,
             "deletes": self.deletes,
             "subscribeMode": self.subscribe_mode,
+            "deleteMode": self.delete_mode,
         }
 
     def log_event(self, record: dict[str, Any]) -> None:
@@ -1059,6 +1061,8 @@ class Listener:
         if self.stateless:
             await send_empty(send, 204)
             return
+        while self.delete_mode == "hang" and not self.shutting_down:
+            await self.mode_changed.wait()
         status = None
 
         async def capture(message):
@@ -1288,6 +1292,7 @@ class Listener:
             ("POST", "/test/subscription-error"): self.t_subscription_error,
             ("POST", "/test/drop-streams"): self.t_drop_streams,
             ("POST", "/test/subscribe-mode"): self.t_subscribe_mode,
+            ("POST", "/test/delete-mode"): self.t_delete_mode,
             ("GET", "/test/state"): self.t_state,
             ("POST", "/test/reset-stats"): self.t_reset_stats,
             ("GET", "/test/sent"): self.t_sent,
@@ -1477,6 +1482,15 @@ class Listener:
         self.subscribe_delay = float(delay)
         self._wake_hung()
         return 200, {"mode": mode, "previous": previous, "delaySeconds": self.subscribe_delay}
+
+    async def t_delete_mode(self, req: dict) -> tuple[int, dict]:
+        mode = req.get("mode")
+        if mode not in ("ok", "hang"):
+            raise ValueError("mode must be one of ok, hang")
+        previous = self.delete_mode
+        self.delete_mode = mode
+        self._wake_hung()
+        return 200, {"mode": mode, "previous": previous}
 
     def _wake_hung(self) -> None:
         self.mode_changed.set()

@@ -52,6 +52,18 @@ impl FeedKind {
     }
 }
 
+/// How a stream feed ended when it was told to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Nothing of it is left at the source: the server confirmed the session closed (or there
+    /// was none). Another process may subscribe at once.
+    Clean,
+    /// The source did not confirm in time: it may still hold this feed's subscription until it
+    /// notices the dropped connection. Whoever takes the feed over should wait for its lease to
+    /// expire rather than be handed it.
+    Unconfirmed,
+}
+
 /// One message received from a feed, handed to the engine undecoded.
 #[derive(Clone, Debug)]
 pub struct Message {

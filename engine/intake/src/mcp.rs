@@ -36,13 +36,10 @@ pub fn display_url_of(url: &reqwest::Url) -> String {
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::sse::{SseItem, SseParser};
 use crate::state::{FeedHandle, FeedState};
-use crate::{Deliver, FeedKind, Message};
+use crate::{Deliver, FeedKind, Message, Stopped};
 
 /// The logger of subscription failures.
 pub const SUBSCRIPTION_ERROR_LOGGER: &str = "kubernetes/subscription_error";
-/// How long a stopping feed reads what the server already sent (the stream ends as soon as the
-/// server has flushed it after the session's `DELETE`).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest notification accepted (a fault is about 1 KiB; log-enriched context up to ~60 KiB).
 pub const MAX_NOTIFICATION_BYTES: usize = 1024 * 1024;
 
@@ -106,6 +103,10 @@ pub struct McpTiming {
     pub subscribe_timeout: Duration,
     /// Reconnection backoff.
     pub backoff: BackoffConfig,
+    /// The whole of a stop: unsubscribe, `DELETE` of the session and reading to the end what
+    /// the server had already written. A replica's feeds must be gone from their servers within
+    /// its stop margin, so this bounds every step together, not each one.
+    pub stop_timeout: Duration,
 }
 
 impl Default for McpTiming {
@@ -115,6 +116,7 @@ impl Default for McpTiming {
             request_timeout: Duration::from_secs(30),
             subscribe_timeout: Duration::from_secs(120),
             backoff: BackoffConfig::default(),
+            stop_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -147,14 +149,15 @@ impl McpFleet {
     }
 }
 
-/// Runs one cluster's feed until `shutdown`.
+/// Runs one cluster's feed until `shutdown`; says whether the server confirmed the end of its
+/// session (see [`Stopped`]).
 pub async fn run_feed(
     config: McpFeedConfig,
     fleet: McpFleet,
     deliver: Arc<dyn Deliver>,
     state: FeedHandle,
     shutdown: CancellationToken,
-) {
+) -> Stopped {
     let mut backoff = Backoff::new(config.timing.backoff.clone());
     let context = FeedContext {
         config: &config,
@@ -163,11 +166,12 @@ pub async fn run_feed(
         source: Arc::from(config.source.as_str()),
         cluster: Arc::from(config.cluster.as_str()),
     };
-    loop {
+    let stopped = loop {
         state.connecting();
         let end = run_session(&context, &fleet, &shutdown).await;
-        let SessionEnd::Failed { error, active_for } = end else {
-            break;
+        let (error, active_for) = match end {
+            SessionEnd::Shutdown(stopped) => break stopped,
+            SessionEnd::Failed { error, active_for } => (error, active_for),
         };
         if active_for.is_some_and(|up| up >= backoff.config().reset_after) {
             backoff.reset();
@@ -181,11 +185,15 @@ pub async fn run_feed(
         }
         state.backoff(&error_text, delay, backoff.failures());
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break Stopped::Clean,
             _ = tokio::time::sleep(delay) => {}
         }
+    };
+    if stopped == Stopped::Unconfirmed {
+        tracing::warn!(cluster = %config.cluster, "mcp feed stopped without the server confirming its session closed");
     }
     state.stopped();
+    stopped
 }
 
 struct FeedContext<'a> {
@@ -197,7 +205,8 @@ struct FeedContext<'a> {
 }
 
 enum SessionEnd {
-    Shutdown,
+    /// Told to stop; whether the server confirmed.
+    Shutdown(Stopped),
     Failed {
         error: McpError,
         active_for: Option<Duration>,
@@ -228,7 +237,7 @@ async fn run_session(
             let stream = match session.open_stream(timing.request_timeout).await {
                 Ok(stream) => stream,
                 Err(error) => {
-                    session.close(Duration::from_secs(2)).await;
+                    session.close(timing.stop_timeout).await;
                     return Err(error);
                 }
             };
@@ -240,13 +249,15 @@ async fn run_session(
                 )
                 .await
             {
-                session.close(Duration::from_secs(2)).await;
+                session.close(timing.stop_timeout).await;
                 return Err(error);
             }
             Ok((session, stream))
         };
+        // Stopped while opening: no subscription was asked for yet, and dropping the half-open
+        // session drops its stream, so nothing of this feed can deliver anywhere.
         tokio::select! {
-            _ = shutdown.cancelled() => return SessionEnd::Shutdown,
+            _ = shutdown.cancelled() => return SessionEnd::Shutdown(Stopped::Clean),
             opened = open => opened,
         }
     };
@@ -256,7 +267,10 @@ async fn run_session(
     };
     cx.state.subscribing();
     let end = drive(cx, &session, stream, shutdown).await;
-    session.close(Duration::from_secs(2)).await;
+    if let SessionEnd::Failed { .. } = end {
+        // best effort: the session failed, so the server may not know it any more
+        session.close(timing.stop_timeout).await;
+    }
     end
 }
 
@@ -291,16 +305,24 @@ async fn drive(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
+                let deadline = tokio::time::Instant::now() + timing.stop_timeout;
                 if let (Some(tool), Some(Subscription { id: Some(id), .. })) =
                     (&cx.config.unsubscribe_tool, &subscription)
                 {
                     let mut arguments = serde_json::Map::new();
                     arguments.insert("subscriptionId".into(), Value::String(id.clone()));
-                    let _ = session.call_tool(tool, &arguments, Duration::from_secs(2)).await;
+                    // at most half the stop: the server serialises subscribe, unsubscribe and
+                    // list behind one lock, and the DELETE that ends the stream matters more
+                    let _ = session.call_tool(tool, &arguments, timing.stop_timeout / 2).await;
                 }
                 // Ending the session ends the stream cleanly after what the server already
                 // wrote into it: read that to the end, so nothing sent is lost on the way out.
-                session.close(Duration::from_secs(2)).await;
+                // Unconfirmed, the stream is dropped at once: the closed connection is the
+                // quickest way left to tell the server.
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if !session.close(left).await {
+                    return SessionEnd::Shutdown(Stopped::Unconfirmed);
+                }
                 let drained = async {
                     while let Some(Ok(chunk)) = bytes.next().await {
                         parser.push(&chunk, &mut items);
@@ -310,8 +332,9 @@ async fn drive(
                         }
                     }
                 };
-                let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained).await;
-                return SessionEnd::Shutdown;
+                // the session is gone at the server even if its last bytes are not all read
+                let _ = tokio::time::timeout_at(deadline, drained).await;
+                return SessionEnd::Shutdown(Stopped::Clean);
             }
             chunk = bytes.next() => {
                 let chunk = match chunk {
@@ -342,7 +365,12 @@ async fn drive(
                 }
             }
             _ = probe.tick(), if subscription.is_some() => {
-                if let Err(error) = probe_session(cx, session, subscription.as_ref()).await {
+                // a stop does not wait for a probe in flight: the next turn takes the stop arm
+                let probed = tokio::select! {
+                    _ = shutdown.cancelled() => continue,
+                    probed = probe_session(cx, session, subscription.as_ref()) => probed,
+                };
+                if let Err(error) = probed {
                     return ended(error, &subscription);
                 }
             }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::mcp::AuthHeader;
 use crate::state::{FeedHandle, FeedState};
-use crate::{Deliver, FeedKind, Message};
+use crate::{Deliver, FeedKind, Message, Stopped};
 
 /// The shortest interval between polls.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
@@ -64,7 +64,7 @@ pub async fn run_feed(
     deliver: Arc<dyn Deliver>,
     state: FeedHandle,
     shutdown: CancellationToken,
-) {
+) -> Stopped {
     let interval = config.interval.max(MIN_INTERVAL);
     let mut backoff = Backoff::new(config.backoff.clone());
     let mut etag: Option<HeaderValue> = None;
@@ -74,7 +74,12 @@ pub async fn run_feed(
         let wait = if !deliver.accepting() {
             interval
         } else {
-            match fetch(&config, &http, etag.as_ref()).await {
+            // a fetch in flight is dropped on stop: a poll holds nothing at the source
+            let fetched = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                fetched = fetch(&config, &http, etag.as_ref()) => fetched,
+            };
+            match fetched {
                 Ok(Fetched::Unchanged) => {
                     backoff.reset();
                     state.healthy();
@@ -119,6 +124,7 @@ pub async fn run_feed(
         }
     }
     state.stopped();
+    Stopped::Clean
 }
 
 enum Fetched {

@@ -123,6 +123,9 @@ pub struct RawMcpTiming {
     pub backoff_jitter: Option<f64>,
     /// A session up this long resets the backoff (default `"60s"`).
     pub healthy_after: Option<String>,
+    /// The whole of a feed's stop: unsubscribe, session `DELETE`, reading what was already
+    /// sent (default `"2s"`; below `replica.stop_margin`).
+    pub stop_timeout: Option<String>,
 }
 
 /// A cluster's `mcp` table.
@@ -331,9 +334,17 @@ fn timing(key: &str, raw: &RawMcpTiming, base: &McpTiming) -> anyhow::Result<Mcp
                 backoff.reset_after,
             )?,
         },
+        stop_timeout: duration(
+            &format!("{key}.stop_timeout"),
+            raw.stop_timeout.as_deref(),
+            base.stop_timeout,
+        )?,
     };
     if timing.probe_interval < Duration::from_secs(1) {
         bail!("{key}.probe_interval must be at least 1s");
+    }
+    if timing.stop_timeout < Duration::from_millis(100) {
+        bail!("{key}.stop_timeout must be at least 100ms");
     }
     if timing.backoff.initial.is_zero() || timing.backoff.max < timing.backoff.initial {
         bail!("{key}: backoff_initial must be more than 0 and at most backoff_max");

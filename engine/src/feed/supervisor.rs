@@ -14,14 +14,37 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use nightcrier_intake::Stopped;
+
 use super::StreamFeed;
 use crate::replica::{Replica, owner_of};
 
 struct Running {
     token: i64,
     cancel: CancellationToken,
-    task: JoinHandle<()>,
+    task: JoinHandle<Stopped>,
 }
+
+impl Running {
+    /// Stops the feed and gives up its lease, if its source confirmed the stop. Unconfirmed,
+    /// the source may still deliver to the old session until it notices the dropped
+    /// connection, so the lease is left to expire and the next owner waits for that.
+    async fn stop_and_release(self, key: &str, replica: &Replica, call: Duration) {
+        self.cancel.cancel();
+        match self.task.await {
+            Ok(Stopped::Clean) => {
+                let _ =
+                    tokio::time::timeout(call, replica.release(key, self.token, Utc::now())).await;
+            }
+            _ => {
+                tracing::warn!(feed = %key, "feed stop not confirmed by its source; its lease is left to expire before another replica takes it");
+            }
+        }
+    }
+}
+
+/// How often the watchdog compares the time since the last renewal with the stop deadline.
+pub const WATCHDOG_TICK: Duration = Duration::from_millis(250);
 
 /// Milliseconds since `epoch` of the last successful renewal, shared with the watchdog.
 struct RenewalClock {
@@ -65,7 +88,7 @@ pub async fn supervise(streams: Vec<StreamFeed>, replica: Replica, shutdown: Can
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = tokio::time::sleep(WATCHDOG_TICK) => {}
                 }
                 let current = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 if !current.is_cancelled()
@@ -134,28 +157,27 @@ pub async fn supervise(streams: Vec<StreamFeed>, replica: Replica, shutdown: Can
             .filter(|(key, feed)| held.get(*key) != Some(&feed.token))
             .map(|(key, _)| key.clone())
             .collect();
-        for key in lost {
-            if let Some(feed) = running.remove(&key) {
-                tracing::warn!(feed = %key, "feed lease taken by another replica; stopping the feed");
-                feed.cancel.cancel();
-                let _ = feed.task.await;
-            }
-        }
+        let stopping = lost.into_iter().filter_map(|key| {
+            let feed = running.remove(&key)?;
+            tracing::warn!(feed = %key, "feed lease taken by another replica; stopping the feed");
+            feed.cancel.cancel();
+            Some(feed.task)
+        });
+        futures::future::join_all(stopping).await;
         // Hand over what the assignment moved, then take up what it gave us.
         let moving: Vec<String> = running
             .keys()
             .filter(|key| owner_of(key, &live) != Some(replica.id()))
             .cloned()
             .collect();
-        for key in moving {
-            if let Some(feed) = running.remove(&key) {
-                tracing::info!(feed = %key, "feed assigned to another replica; handing it over");
-                feed.cancel.cancel();
-                let _ = feed.task.await;
-                let _ =
-                    tokio::time::timeout(call, replica.release(&key, feed.token, Utc::now())).await;
-            }
-        }
+        // all at once: a slow server must not hold up the others' handover or the next renewal
+        let handing_over = moving.into_iter().filter_map(|key| {
+            let feed = running.remove(&key)?;
+            tracing::info!(feed = %key, "feed assigned to another replica; handing it over");
+            let replica = &replica;
+            Some(async move { feed.stop_and_release(&key, replica, call).await })
+        });
+        futures::future::join_all(handing_over).await;
         for stream in &streams {
             let owner = owner_of(&stream.key, &live);
             if owner != Some(replica.id()) {
@@ -194,13 +216,14 @@ pub async fn supervise(streams: Vec<StreamFeed>, replica: Replica, shutdown: Can
             );
         }
     }
-    for feed in running.values() {
-        feed.cancel.cancel();
-    }
-    for (key, feed) in running.drain() {
-        let _ = feed.task.await;
-        let _ = tokio::time::timeout(call, replica.release(&key, feed.token, Utc::now())).await;
-    }
+    let leaving = running
+        .drain()
+        .map(|(key, feed)| {
+            let replica = &replica;
+            async move { feed.stop_and_release(&key, replica, call).await }
+        })
+        .collect::<Vec<_>>();
+    futures::future::join_all(leaving).await;
     replica.deregister().await;
     watchdog_task.abort();
 }

@@ -379,10 +379,16 @@ impl Session {
         Ok(response)
     }
 
-    /// Ends the session on the server (best effort, bounded).
-    pub(crate) async fn close(&self, timeout: Duration) {
+    /// Ends the session on the server (bounded); true when the server confirmed that the
+    /// session is gone (`2xx`, or `404`: it did not know it any more).
+    pub(crate) async fn close(&self, timeout: Duration) -> bool {
         let send = self.builder(Method::DELETE).send();
-        let _ = tokio::time::timeout(timeout, send).await;
+        match tokio::time::timeout(timeout, send).await {
+            Ok(Ok(response)) => {
+                response.status().is_success() || response.status() == StatusCode::NOT_FOUND
+            }
+            _ => false,
+        }
     }
 }
 
