@@ -12,15 +12,14 @@
 //!   fencing token, expiry). The holder renews it with every heartbeat; a lease whose expiry
 //!   passed can be taken by the replica the assignment names.
 //!
-//! Invariant: a replica with peers stops a feed before its lease can expire: the supervisor
+//! Invariant: a replica stops a feed before its lease can expire: the supervisor
 //! (`feed/supervisor.rs`) counts the lease from its last successful renewal on its own monotonic
 //! clock and stops every feed `stop_margin` before that, whether or not it can reach the
 //! database. Two replicas are therefore never subscribed to one cluster at once, as long as wall
-//! clocks differ by less than the margin. A replica that was alone at its last heartbeat keeps
-//! its feeds through a database outage and spools what arrives: nobody can take a lease while
-//! the database is away. (If a new replica starts and reaches the database while a lone
-//! replica is cut off from it, both may hold a subscription until the lone one reconnects and
-//! finds its lease taken; run two replicas where that matters.)
+//! clocks differ by less than the margin. A replica that was alone at its last heartbeat renews
+//! for `lease + lone_hold` instead ([`ReplicaConfig::hold`]): with nobody to take over, it keeps
+//! its feeds (and spools what arrives) through a database outage of up to `lone_hold`, and a
+//! replica that starts during that outage waits as long before it takes them.
 
 use std::path::Path;
 use std::time::Duration;
@@ -45,6 +44,20 @@ pub struct ReplicaConfig {
     pub lease: Duration,
     /// Feeds stop this long before their lease could expire.
     pub stop_margin: Duration,
+    /// Added to the leases of a replica that is alone: how long it keeps its feeds through a
+    /// database outage (and how long a replica started meanwhile waits to take them).
+    pub lone_hold: Duration,
+}
+
+impl ReplicaConfig {
+    /// How long leases renewed now last: longer for a replica that saw no peer.
+    pub fn hold(&self, alone: bool) -> Duration {
+        if alone {
+            self.lease + self.lone_hold
+        } else {
+            self.lease
+        }
+    }
 }
 
 impl Default for ReplicaConfig {
@@ -54,6 +67,7 @@ impl Default for ReplicaConfig {
             ttl: Duration::from_secs(10),
             lease: Duration::from_secs(15),
             stop_margin: Duration::from_secs(5),
+            lone_hold: Duration::from_secs(300),
         }
     }
 }
@@ -252,9 +266,14 @@ impl Replica {
             .await;
     }
 
-    /// Takes the lease of `feed` if it is free, expired or already ours; returns its fencing
-    /// token.
-    pub async fn acquire(&self, feed: &str, now: DateTime<Utc>) -> Result<Option<i64>, StoreError> {
+    /// Takes the lease of `feed` for `hold` if it is free, expired or already ours; returns its
+    /// fencing token.
+    pub async fn acquire(
+        &self,
+        feed: &str,
+        now: DateTime<Utc>,
+        hold: Duration,
+    ) -> Result<Option<i64>, StoreError> {
         self.db
             .execute_raw(stmt(
                 &self.db,
@@ -272,7 +291,7 @@ impl Replica {
                  RETURNING token",
                 vec![
                     self.id.clone().into(),
-                    after(now, self.config.lease).into(),
+                    after(now, hold).into(),
                     feed.to_owned().into(),
                     db_time(now).into(),
                 ],
@@ -281,17 +300,19 @@ impl Replica {
         Ok(row.and_then(|row| row.try_get::<i64>("", "token").ok()))
     }
 
-    /// Renews every lease this replica holds, in one statement; returns them with their tokens.
+    /// Renews every lease this replica holds for `hold`, in one statement; returns them with
+    /// their tokens.
     pub async fn renew_all(
         &self,
         now: DateTime<Utc>,
+        hold: Duration,
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
         let rows = self
             .db
             .query_all_raw(stmt(
                 &self.db,
                 "UPDATE feed_leases SET expires_at = $1 WHERE owner = $2 RETURNING feed, token",
-                vec![after(now, self.config.lease).into(), self.id.clone().into()],
+                vec![after(now, hold).into(), self.id.clone().into()],
             ))
             .await?;
         Ok(rows

@@ -402,6 +402,61 @@ async fn a_replica_cut_from_the_database_stops_its_feeds_before_another_takes_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_replica_cut_from_the_database_keeps_its_feeds_and_a_newcomer_waits_for_them() {
+    let pg = OwnPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kms = fleet();
+    let target: std::net::SocketAddr = {
+        let rest = pg.url.split('@').nth(1).unwrap();
+        rest.split('/').next().unwrap().parse().unwrap()
+    };
+    let proxy = Proxy::start(target).await;
+    let proxied = pg
+        .url
+        .replace(&target.to_string(), &proxy.address.to_string());
+    let a = replica(dir.path(), "a", &proxied, &kms, "");
+    let b = replica(dir.path(), "b", &pg.url, &kms, "");
+    for config in [&a.config, &b.config] {
+        let text = std::fs::read_to_string(config).unwrap().replace(
+            "stop_margin = \"2s\"",
+            "stop_margin = \"2s\"\nlone_hold = \"8s\"",
+        );
+        std::fs::write(config, text).unwrap();
+    }
+    let serve_a = Serve::start(&a.config);
+    sample_never_twice(&kms, dir.path(), Duration::from_secs(90), || async {
+        every_cluster_held_once(&kms).await && active_feeds(&a).await == CLUSTERS
+    })
+    .await;
+    // a is alone: cut from the database it keeps its feeds past the 6 s lease (lease +
+    // lone_hold = 14 s), while b, started during the outage, waits for them
+    proxy.cut();
+    let cut = tokio::time::Instant::now();
+    let serve_b = Serve::start(&b.config);
+    sample_never_twice(&kms, dir.path(), Duration::from_secs(30), || async {
+        cut.elapsed() > Duration::from_secs(8)
+    })
+    .await;
+    assert_eq!(
+        active_feeds(&a).await,
+        CLUSTERS,
+        "a lone replica stopped its feeds within lone_hold{}",
+        feed_logs(dir.path())
+    );
+    assert_eq!(active_feeds(&b).await, 0);
+    // then a lets go before its longer leases expire, and b takes everything over
+    sample_never_twice(&kms, dir.path(), Duration::from_secs(60), || async {
+        every_cluster_held_once(&kms).await && active_feeds(&b).await == CLUSTERS
+    })
+    .await;
+    assert_eq!(active_feeds(&a).await, 0);
+    assert!(serve_a.log().contains("not renewed in time"));
+    for serve in [serve_a, serve_b] {
+        serve.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_with_the_same_identity_or_sqlite_file_refuses_to_start() {
     let pg = OwnPostgres::start();
     let dir = tempfile::tempdir().unwrap();

@@ -45,6 +45,9 @@ pub struct RawReplica {
     pub lease: Option<String>,
     /// Feeds stop this long before their lease could expire (default `"5s"`).
     pub stop_margin: Option<String>,
+    /// A replica alone keeps its feeds this much longer through a database outage; a replica
+    /// started meanwhile waits as long to take them (default `"5m"`).
+    pub lone_hold: Option<String>,
 }
 
 /// Validates `[replica]`.
@@ -62,6 +65,11 @@ pub(crate) fn replica(raw: &RawReplica) -> anyhow::Result<crate::replica::Replic
             "replica.stop_margin",
             raw.stop_margin.as_deref(),
             defaults.stop_margin,
+        )?,
+        lone_hold: duration(
+            "replica.lone_hold",
+            raw.lone_hold.as_deref(),
+            defaults.lone_hold,
         )?,
     };
     if config.heartbeat * 2 > config.ttl {

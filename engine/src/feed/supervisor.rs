@@ -2,11 +2,12 @@
 //! the supervisor learns the live replicas, renews the leases it holds (one statement), stops and
 //! releases the feeds the assignment moved elsewhere, and acquires and starts the feeds assigned
 //! to it. A watchdog stops every feed once the leases could be about to expire without a
-//! renewal (`lease - stop_margin` after the last one), whether the database answers or not.
+//! renewal (`hold - stop_margin` after the last one, where the hold is the lease, plus
+//! `lone_hold` for a replica that saw no peer), whether the database answers or not.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -46,15 +47,21 @@ impl Running {
 /// How often the watchdog compares the time since the last renewal with the stop deadline.
 pub const WATCHDOG_TICK: Duration = Duration::from_millis(250);
 
-/// Milliseconds since `epoch` of the last successful renewal, shared with the watchdog.
+/// When the last successful renewal began (milliseconds since `epoch`) and for how long it
+/// held the leases, shared with the watchdog.
 struct RenewalClock {
     epoch: Instant,
     last: AtomicU64,
+    hold: AtomicU64,
 }
 
 impl RenewalClock {
-    fn mark(&self, at: Instant) {
+    fn mark(&self, at: Instant, hold: Duration) {
         let millis = u64::try_from(at.duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        self.hold.store(
+            u64::try_from(hold.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         self.last.store(millis, Ordering::Relaxed);
     }
 
@@ -62,25 +69,32 @@ impl RenewalClock {
         let last = self.epoch + Duration::from_millis(self.last.load(Ordering::Relaxed));
         Instant::now().saturating_duration_since(last)
     }
+
+    /// Zero when nothing is held: before the first renewal, and after the watchdog stopped
+    /// everything.
+    fn hold(&self) -> Duration {
+        Duration::from_millis(self.hold.load(Ordering::Relaxed))
+    }
+
+    fn forget(&self) {
+        self.hold.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Runs the feeds of `streams` that this replica holds, until `shutdown`; then stops them,
 /// releases their leases and leaves the replica set.
 pub async fn supervise(streams: Vec<StreamFeed>, replica: Replica, shutdown: CancellationToken) {
     let config = replica.config().clone();
-    let deadline = config.lease.saturating_sub(config.stop_margin);
     let clock = Arc::new(RenewalClock {
         epoch: Instant::now(),
         last: AtomicU64::new(0),
+        hold: AtomicU64::new(0),
     });
-    // Peers seen at the last heartbeat: alone, nobody can take a lease while the database is
-    // away, so the feeds keep running (and spooling) through an outage.
-    let peers = Arc::new(AtomicUsize::new(0));
     // Feeds run under a guard the watchdog cancels when the leases may be lapsing.
     let mut guard = shutdown.child_token();
     let watchdog = {
         let clock = clock.clone();
-        let peers = peers.clone();
+        let stop_margin = config.stop_margin;
         let shutdown = shutdown.clone();
         let guard_slot = Arc::new(std::sync::Mutex::new(guard.clone()));
         let slot = guard_slot.clone();
@@ -91,12 +105,14 @@ pub async fn supervise(streams: Vec<StreamFeed>, replica: Replica, shutdown: Can
                     _ = tokio::time::sleep(WATCHDOG_TICK) => {}
                 }
                 let current = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let hold = clock.hold();
                 if !current.is_cancelled()
-                    && peers.load(Ordering::Relaxed) > 0
-                    && clock.since_last() > deadline
+                    && !hold.is_zero()
+                    && clock.since_last() > hold.saturating_sub(stop_margin)
                 {
                     tracing::error!(since_renewal = ?clock.since_last(), "feed leases not renewed in time: stopping every feed before another replica may take them");
                     current.cancel();
+                    clock.forget();
                 }
             }
         });
@@ -123,11 +139,7 @@ pub async fn supervise(streams: Vec<StreamFeed>, replica: Replica, shutdown: Can
         let attempt = Instant::now();
         let now = Utc::now();
         let live = match tokio::time::timeout(call, replica.heartbeat(now)).await {
-            Ok(Ok(live)) => {
-                let others = live.iter().filter(|id| *id != replica.id()).count();
-                peers.store(others, Ordering::Relaxed);
-                live
-            }
+            Ok(Ok(live)) => live,
             Ok(Err(error)) => {
                 tracing::warn!(error = %error, "replica heartbeat failed");
                 continue;
@@ -137,10 +149,17 @@ pub async fn supervise(streams: Vec<StreamFeed>, replica: Replica, shutdown: Can
                 continue;
             }
         };
+        // Alone, nobody could take over during a database outage: hold longer (`lone_hold`).
+        let hold = config.hold(live.iter().all(|id| id == replica.id()));
         // Renew everything held; a feed whose lease is no longer ours stops at once.
-        let held = match tokio::time::timeout(call, replica.renew_all(now)).await {
+        let held = match tokio::time::timeout(call, replica.renew_all(now, hold)).await {
             Ok(Ok(held)) => {
-                clock.mark(attempt);
+                // nothing held, nothing to stop in time (a first acquisition marks the clock)
+                if held.is_empty() {
+                    clock.forget();
+                } else {
+                    clock.mark(attempt, hold);
+                }
                 held
             }
             Ok(Err(error)) => {
@@ -189,8 +208,11 @@ pub async fn supervise(streams: Vec<StreamFeed>, replica: Replica, shutdown: Can
             if running.contains_key(&stream.key) {
                 continue;
             }
+            let asked = Instant::now();
             let acquired =
-                match tokio::time::timeout(call, replica.acquire(&stream.key, Utc::now())).await {
+                match tokio::time::timeout(call, replica.acquire(&stream.key, Utc::now(), hold))
+                    .await
+                {
                     Ok(Ok(acquired)) => acquired,
                     _ => break,
                 };
@@ -200,7 +222,7 @@ pub async fn supervise(streams: Vec<StreamFeed>, replica: Replica, shutdown: Can
                 continue;
             };
             if running.is_empty() {
-                clock.mark(Instant::now());
+                clock.mark(asked, hold);
             }
             stream.state.owned_by(replica.id());
             let cancel = guard.child_token();
