@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -414,6 +416,27 @@ pub struct QueuePatch {
     pub agent_profile: Option<String>,
 }
 
+/// What pre-triage decided for one pending incident.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Queue it, with these changes.
+    Proceed(QueuePatch),
+    /// Do not investigate it.
+    Skip(String),
+    /// Look again after this long.
+    Delay(Duration),
+}
+
+/// A pending incident pre-triage took, and its decision: what [`Queue::record_decisions`]
+/// records.
+#[derive(Clone, Debug)]
+pub struct Decided {
+    /// The incident as taken.
+    pub incident: Incident,
+    /// What pre-triage decided.
+    pub decision: Decision,
+}
+
 /// How an investigation ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobOutcome {
@@ -712,6 +735,96 @@ impl Queue {
             .collect::<Result<Vec<_>, _>>()?;
         incidents.sort_by_key(|incident| (incident.created_at, incident.id));
         Ok(incidents)
+    }
+
+    /// Records what pre-triage decided for each of `decided` (incidents `owner` took with
+    /// [`Queue::take_pending`]) in one transaction; returns each one's outcome, in order. An
+    /// incident whose lease `owner` lost meanwhile is left alone and reported, the others are
+    /// recorded. If the transaction itself fails, every outcome is that error.
+    pub async fn record_decisions(
+        &self,
+        owner: &str,
+        decided: &[Decided],
+        now: DateTime<Utc>,
+    ) -> Vec<Result<(), QueueError>> {
+        let changed = match self.record_decisions_in_one(owner, decided, now).await {
+            Ok(changed) => changed,
+            Err(error) => {
+                let text = error.to_string();
+                return decided
+                    .iter()
+                    .map(|_| {
+                        Err(QueueError::Store(StoreError::Db(DbErr::Custom(
+                            text.clone(),
+                        ))))
+                    })
+                    .collect();
+            }
+        };
+        if changed.iter().any(|&n| n > 0) {
+            self.wake_work();
+        }
+        let mut outcomes = Vec::with_capacity(decided.len());
+        for (decided, changed) in decided.iter().zip(changed) {
+            let outcome = if changed > 0 {
+                Ok(())
+            } else {
+                let to = match decided.decision {
+                    Decision::Proceed(_) => sql::MARK_QUEUED.to,
+                    Decision::Skip(_) => sql::MARK_SKIPPED.to,
+                    Decision::Delay(_) => JobStatus::Pending,
+                };
+                Err(self
+                    .why_unchanged(decided.incident.id, &[JobStatus::Pending], to)
+                    .await)
+            };
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    async fn record_decisions_in_one(
+        &self,
+        owner: &str,
+        decided: &[Decided],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u64>, DbErr> {
+        let txn = self.store.connection().begin().await?;
+        let mut changed = Vec::with_capacity(decided.len());
+        for Decided { incident, decision } in decided {
+            let rows = match decision {
+                Decision::Proceed(patch) => {
+                    let mut labels = incident.labels.clone();
+                    labels.extend(patch.labels.clone());
+                    let mut annotations = incident.annotations.clone();
+                    annotations.extend(patch.annotations.clone());
+                    sql::mark_queued(
+                        &txn,
+                        incident.id,
+                        owner,
+                        &labels,
+                        &annotations,
+                        patch.priority.unwrap_or(incident.priority),
+                        patch
+                            .agent_profile
+                            .as_deref()
+                            .or(incident.agent_profile.as_deref()),
+                        db_time(now),
+                    )
+                    .await?
+                }
+                Decision::Skip(reason) => {
+                    sql::mark_skipped(&txn, incident.id, owner, reason, db_time(now)).await?
+                }
+                Decision::Delay(delay) => {
+                    sql::defer_pending(&txn, incident.id, owner, after(now, *delay), db_time(now))
+                        .await?
+                }
+            };
+            changed.push(rows);
+        }
+        txn.commit().await?;
+        Ok(changed)
     }
 
     /// Pre-triage let the incident through: it enters the queue with `patch` applied.

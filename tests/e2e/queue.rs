@@ -420,3 +420,72 @@ async fn pre_triage_can_skip_or_defer() {
         );
     }
 }
+
+/// A round of pre-triage decisions is recorded in one transaction; an incident whose lease the
+/// recorder does not hold is reported and left alone, the others are recorded.
+#[tokio::test]
+async fn a_round_of_pre_triage_decisions_is_recorded_together() {
+    use nightcrier::queue::{Decided, Decision};
+    for db in backends().await {
+        let queue = db.queue().await;
+        let now = Utc::now();
+        let ids = queue
+            .ingest_batch(&[event("a", 1), event("b", 2), event("c", 3)])
+            .await
+            .unwrap();
+        let mut taken = queue.take_pending("pre", 10, LEASE, now).await.unwrap();
+        assert_eq!(taken.len(), 3);
+        // a fourth incident, taken by another pre-triage
+        let other = queue.ingest_batch(&[event("d", 4)]).await.unwrap();
+        let mut theirs = queue.take_pending("other", 10, LEASE, now).await.unwrap();
+        assert_eq!(theirs.len(), 1);
+        let mut patch = QueuePatch::default();
+        patch.labels.insert("team".into(), "payments".into());
+        patch.priority = Some(7);
+        let decided = vec![
+            Decided {
+                incident: taken.remove(0),
+                decision: Decision::Proceed(patch),
+            },
+            Decided {
+                incident: taken.remove(0),
+                decision: Decision::Skip("noise".into()),
+            },
+            Decided {
+                incident: taken.remove(0),
+                decision: Decision::Delay(Duration::from_secs(300)),
+            },
+            Decided {
+                incident: theirs.remove(0),
+                decision: Decision::Skip("not mine".into()),
+            },
+        ];
+        let outcomes = queue.record_decisions("pre", &decided, now).await;
+        assert_eq!(outcomes.len(), 4);
+        assert!(outcomes[..3].iter().all(Result::is_ok), "{outcomes:?}");
+        assert!(
+            matches!(outcomes[3], Err(QueueError::LeaseLost { .. })),
+            "{}: {:?}",
+            db.backend,
+            outcomes[3]
+        );
+        let queued = queue.get(ids[0].incident_id).await.unwrap();
+        assert_eq!(queued.status, JobStatus::Queued, "{}", db.backend);
+        assert_eq!(queued.priority, 7);
+        assert_eq!(
+            queued.labels.get("team").map(String::as_str),
+            Some("payments")
+        );
+        let skipped = queue.get(ids[1].incident_id).await.unwrap();
+        assert_eq!(skipped.status, JobStatus::Skipped);
+        assert_eq!(skipped.skip_reason.as_deref(), Some("noise"));
+        let deferred = queue.get(ids[2].incident_id).await.unwrap();
+        assert_eq!(deferred.status, JobStatus::Pending);
+        assert!(deferred.lease_owner.is_none());
+        // the other pre-triage's incident is untouched and still leased to it
+        let untouched = queue.get(other[0].incident_id).await.unwrap();
+        assert_eq!(untouched.status, JobStatus::Pending);
+        assert_eq!(untouched.lease_owner.as_deref(), Some("other"));
+        assert!(untouched.skip_reason.is_none());
+    }
+}

@@ -462,7 +462,7 @@ pub(super) async fn take_pending(
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn mark_queued(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     incident_id: Uuid,
     owner: &str,
     labels: &BTreeMap<String, String>,
@@ -495,7 +495,7 @@ pub(super) async fn mark_queued(
 }
 
 pub(super) async fn mark_skipped(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     incident_id: Uuid,
     owner: &str,
     reason: &str,
@@ -521,7 +521,7 @@ pub(super) async fn mark_skipped(
 }
 
 pub(super) async fn defer_pending(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     incident_id: Uuid,
     owner: &str,
     run_after: DateTime<Utc>,

@@ -13,19 +13,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::plugin::{CONTEXT_FILE_ANNOTATION, wit_incident};
-use crate::queue::{Incident, JobStatus, Queue, QueuePatch};
+use crate::queue::{Decided, Incident, JobStatus, Queue, QueuePatch};
 use crate::store::{NewPluginRun, Store};
 
-/// What pre-triage decided for one incident.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Decision {
-    /// Queue it, with these changes.
-    Proceed(QueuePatch),
-    /// Do not investigate it.
-    Skip(String),
-    /// Look again after this long.
-    Delay(Duration),
-}
+pub use crate::queue::Decision;
 
 /// Decides what happens to a pending incident.
 pub trait PreTriage: Send + Sync + 'static {
@@ -37,6 +28,29 @@ pub trait PreTriage: Send + Sync + 'static {
 const PRE_TRIAGE_LEASE: Duration = Duration::from_secs(60);
 /// Pending incidents taken per round.
 const BATCH: u64 = 100;
+
+/// Decisions waiting longer than this (slow plugins) are recorded without waiting for the rest
+/// of their round.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+
+/// Records `decided` in one transaction and empties it.
+async fn record(queue: &Queue, owner: &str, decided: &mut Vec<Decided>) {
+    if decided.is_empty() {
+        return;
+    }
+    let outcomes = queue.record_decisions(owner, decided, Utc::now()).await;
+    for (decided, outcome) in decided.drain(..).zip(outcomes) {
+        let incident = &decided.incident;
+        match outcome {
+            Ok(()) => {
+                tracing::debug!(incident_id = %incident.id, cluster = %incident.cluster, decision = ?decided.decision, "pre-triage decided")
+            }
+            Err(error) => {
+                tracing::error!(incident_id = %incident.id, error = %error, "recording the pre-triage decision failed")
+            }
+        }
+    }
+}
 
 /// Runs pre-triage until `shutdown` fires.
 pub async fn run<P: PreTriage>(
@@ -70,34 +84,21 @@ pub async fn run<P: PreTriage>(
                 _ = queue.wait_for_pending(wait) => continue,
             }
         }
+        // Decisions are recorded together, one transaction per round (or per second of slow
+        // plugin calls, well inside the pre-triage lease): a storm of incidents costs
+        // pre-triage a commit per batch, not one per incident, and leaves the database's write
+        // lock (SQLite) and its log flushes to ingest.
+        let mut decided = Vec::with_capacity(taken.len());
+        let mut since = tokio::time::Instant::now();
         for incident in taken {
             let decision = pre_triage.decide(&incident).await;
-            let result = match &decision {
-                Decision::Proceed(patch) => {
-                    queue
-                        .mark_queued(&incident, &owner, patch, Utc::now())
-                        .await
-                }
-                Decision::Skip(reason) => {
-                    queue
-                        .mark_skipped(incident.id, &owner, reason, Utc::now())
-                        .await
-                }
-                Decision::Delay(delay) => {
-                    queue
-                        .defer_pending(incident.id, &owner, *delay, Utc::now())
-                        .await
-                }
-            };
-            match result {
-                Ok(()) => {
-                    tracing::debug!(incident_id = %incident.id, cluster = %incident.cluster, decision = ?decision, "pre-triage decided")
-                }
-                Err(error) => {
-                    tracing::error!(incident_id = %incident.id, error = %error, "recording the pre-triage decision failed")
-                }
+            decided.push(Decided { incident, decision });
+            if since.elapsed() >= RECORD_EVERY {
+                record(&queue, &owner, &mut decided).await;
+                since = tokio::time::Instant::now();
             }
         }
+        record(&queue, &owner, &mut decided).await;
     }
 }
 
