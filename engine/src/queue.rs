@@ -794,24 +794,7 @@ impl Queue {
         for Decided { incident, decision } in decided {
             let rows = match decision {
                 Decision::Proceed(patch) => {
-                    let mut labels = incident.labels.clone();
-                    labels.extend(patch.labels.clone());
-                    let mut annotations = incident.annotations.clone();
-                    annotations.extend(patch.annotations.clone());
-                    sql::mark_queued(
-                        &txn,
-                        incident.id,
-                        owner,
-                        &labels,
-                        &annotations,
-                        patch.priority.unwrap_or(incident.priority),
-                        patch
-                            .agent_profile
-                            .as_deref()
-                            .or(incident.agent_profile.as_deref()),
-                        db_time(now),
-                    )
-                    .await?
+                    sql::mark_queued(&txn, incident, owner, patch, db_time(now)).await?
                 }
                 Decision::Skip(reason) => {
                     sql::mark_skipped(&txn, incident.id, owner, reason, db_time(now)).await?
@@ -835,21 +818,11 @@ impl Queue {
         patch: &QueuePatch,
         now: DateTime<Utc>,
     ) -> Result<(), QueueError> {
-        let mut labels = incident.labels.clone();
-        labels.extend(patch.labels.clone());
-        let mut annotations = incident.annotations.clone();
-        annotations.extend(patch.annotations.clone());
         let changed = sql::mark_queued(
             self.store.connection(),
-            incident.id,
+            incident,
             owner,
-            &labels,
-            &annotations,
-            patch.priority.unwrap_or(incident.priority),
-            patch
-                .agent_profile
-                .as_deref()
-                .or(incident.agent_profile.as_deref()),
+            patch,
             db_time(now),
         )
         .await?;

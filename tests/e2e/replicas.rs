@@ -71,6 +71,19 @@ dir = "{plugins}"
     Replica { config, listen }
 }
 
+/// A proxy to `pg` the test can cut, and the database URL through it.
+async fn cuttable(pg: &OwnPostgres) -> (Proxy, String) {
+    let target: std::net::SocketAddr = {
+        let rest = pg.url.split('@').nth(1).unwrap();
+        rest.split('/').next().unwrap().parse().unwrap()
+    };
+    let proxy = Proxy::start(target).await;
+    let proxied = pg
+        .url
+        .replace(&target.to_string(), &proxy.address.to_string());
+    (proxy, proxied)
+}
+
 fn fleet() -> FakeKms {
     let listeners: Vec<(u16, String)> = (0..CLUSTERS)
         .map(|i| (free_port(), format!("ctx-{i:02}")))
@@ -352,14 +365,7 @@ async fn a_replica_cut_from_the_database_stops_its_feeds_before_another_takes_th
     let dir = tempfile::tempdir().unwrap();
     let kms = fleet();
     // replica a reaches Postgres through a proxy the test can cut
-    let target: std::net::SocketAddr = {
-        let rest = pg.url.split('@').nth(1).unwrap();
-        rest.split('/').next().unwrap().parse().unwrap()
-    };
-    let proxy = Proxy::start(target).await;
-    let proxied = pg
-        .url
-        .replace(&target.to_string(), &proxy.address.to_string());
+    let (proxy, proxied) = cuttable(&pg).await;
     let a = replica(dir.path(), "a", &proxied, &kms, "");
     let b = replica(dir.path(), "b", &pg.url, &kms, "");
     let c = replica(dir.path(), "c", &pg.url, &kms, "");
@@ -406,14 +412,7 @@ async fn a_lone_replica_cut_from_the_database_keeps_its_feeds_and_a_newcomer_wai
     let pg = OwnPostgres::start();
     let dir = tempfile::tempdir().unwrap();
     let kms = fleet();
-    let target: std::net::SocketAddr = {
-        let rest = pg.url.split('@').nth(1).unwrap();
-        rest.split('/').next().unwrap().parse().unwrap()
-    };
-    let proxy = Proxy::start(target).await;
-    let proxied = pg
-        .url
-        .replace(&target.to_string(), &proxy.address.to_string());
+    let (proxy, proxied) = cuttable(&pg).await;
     let a = replica(dir.path(), "a", &proxied, &kms, "");
     let b = replica(dir.path(), "b", &pg.url, &kms, "");
     for config in [&a.config, &b.config] {

@@ -460,17 +460,23 @@ pub(super) async fn take_pending(
     .await
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `incident` (as taken by `owner`) enters the queue with `patch` merged in.
 pub(super) async fn mark_queued(
     db: &impl ConnectionTrait,
-    incident_id: Uuid,
+    incident: &super::Incident,
     owner: &str,
-    labels: &BTreeMap<String, String>,
-    annotations: &BTreeMap<String, String>,
-    priority: i32,
-    agent_profile: Option<&str>,
+    patch: &super::QueuePatch,
     now: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
+    let mut labels = incident.labels.clone();
+    labels.extend(patch.labels.clone());
+    let mut annotations = incident.annotations.clone();
+    annotations.extend(patch.annotations.clone());
+    let priority = patch.priority.unwrap_or(incident.priority);
+    let agent_profile = patch
+        .agent_profile
+        .as_deref()
+        .or(incident.agent_profile.as_deref());
     let sql = format!(
         "UPDATE incidents SET status = '{to}', queued_at = $3, updated_at = $3, \
            lease_owner = NULL, lease_expires_at = NULL, labels = $4, annotations = $5, \
@@ -480,11 +486,11 @@ pub(super) async fn mark_queued(
         from = MARK_QUEUED.guards_row("status")
     );
     let values = vec![
-        uuid_value(incident_id),
+        uuid_value(incident.id),
         owner.into(),
         now.into(),
-        json_map(labels),
-        json_map(annotations),
+        json_map(&labels),
+        json_map(&annotations),
         priority.into(),
         agent_profile.map(str::to_owned).into(),
     ];
