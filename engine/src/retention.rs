@@ -3,6 +3,9 @@
 //!   runs, agent executions and reports, their report files in the report store and their
 //!   workspace ([`Retention::purge`]);
 //! - dead letters (`rejected_events`) older than `retention.rejected_events` are deleted;
+//! - operational alerts (`alerts`, with their deliveries) older than `retention.alerts` are
+//!   deleted, except each cluster's newest feed alert: it says whether the feed is reported
+//!   down, which a replica taking the feed over reads;
 //! - incident workspaces go earlier, after `agent.workspace_retention` ([`prune_workspaces`]);
 //! - the plugin compile cache drops the artefacts of wasmtime versions no longer in use.
 //!
@@ -15,15 +18,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement, TransactionTrait,
 };
 use uuid::Uuid;
 
+use crate::alert::AlertKind;
 use crate::queue::{JobStatus, Queue, QueueError, db_time};
 use crate::report::ReportStore;
 use crate::store::StoreError;
 use crate::store::entity::{
-    agent_executions, fault_events, incidents, plugin_runs, rejected_events, triage_reports,
+    agent_executions, alert_deliveries, alerts, fault_events, incidents, plugin_runs,
+    rejected_events, triage_reports,
 };
 
 /// `[retention]`, validated.
@@ -33,6 +39,8 @@ pub struct RetentionConfig {
     pub incidents: Option<Duration>,
     /// How long dead letters are kept; `None` keeps them forever.
     pub rejected_events: Option<Duration>,
+    /// How long operational alerts are kept; `None` keeps them forever.
+    pub alerts: Option<Duration>,
     /// Rows deleted per transaction.
     pub batch_size: u64,
     /// The pause between two batches.
@@ -48,6 +56,7 @@ impl Default for RetentionConfig {
         Self {
             incidents: Some(THIRTY_DAYS),
             rejected_events: Some(THIRTY_DAYS),
+            alerts: Some(THIRTY_DAYS),
             batch_size: 200,
             batch_pause: Duration::from_millis(100),
             interval: Duration::from_secs(3600),
@@ -62,6 +71,8 @@ pub struct PurgeReport {
     pub incidents: usize,
     /// Dead letters deleted.
     pub rejected_events: usize,
+    /// Alerts deleted (each with its deliveries).
+    pub alerts: usize,
     /// Objects deleted from the report store.
     pub report_objects: usize,
     /// Workspaces of deleted incidents removed.
@@ -122,7 +133,58 @@ impl Retention {
                 tokio::time::sleep(self.config.batch_pause).await;
             }
         }
+        if let Some(keep) = self.config.alerts {
+            let cutoff = db_time(before(now, keep));
+            loop {
+                let deleted = self.delete_alerts_before(cutoff).await?;
+                if deleted == 0 {
+                    break;
+                }
+                report.alerts += deleted;
+                report.batches += 1;
+                tokio::time::sleep(self.config.batch_pause).await;
+            }
+        }
         Ok(report)
+    }
+
+    /// Deletes one batch of alerts raised before `cutoff`, with their deliveries, keeping each
+    /// cluster's newest feed alert; returns how many.
+    async fn delete_alerts_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
+        let db = self.queue.store().connection();
+        let backend = db.get_database_backend();
+        let feed = [AlertKind::FeedDown.as_str(), AlertKind::FeedUp.as_str()];
+        let limit = i64::try_from(self.config.batch_size).unwrap_or(i64::MAX);
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT a.id AS id FROM alerts a WHERE a.raised_at < $1 \
+                 AND NOT (a.kind IN ($2, $3) AND a.cluster IS NOT NULL AND NOT EXISTS ( \
+                   SELECT 1 FROM alerts b WHERE b.cluster = a.cluster AND b.kind IN ($2, $3) \
+                   AND (b.raised_at > a.raised_at OR (b.raised_at = a.raised_at AND b.id > a.id)))) \
+                 ORDER BY a.raised_at, a.id LIMIT $4",
+                [cutoff.into(), feed[0].into(), feed[1].into(), limit.into()],
+            ))
+            .await?;
+        let ids = rows
+            .iter()
+            .map(|row| row.try_get::<String>("", "id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let txn = db.begin().await?;
+        alert_deliveries::Entity::delete_many()
+            .filter(alert_deliveries::Column::AlertId.is_in(ids.clone()))
+            .exec(&txn)
+            .await?;
+        let deleted = alerts::Entity::delete_many()
+            .filter(alerts::Column::Id.is_in(ids))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
     /// One batch of ended incidents older than `cutoff`: (incident id, fault event id).
@@ -259,14 +321,15 @@ impl Retention {
     /// One whole pass: rows, workspaces, compile cache. Errors are logged.
     pub async fn pass(&self, now: DateTime<Utc>) {
         match self.purge(now).await {
-            Ok(report) if report.incidents + report.rejected_events > 0 => {
+            Ok(report) if report.incidents + report.rejected_events + report.alerts > 0 => {
                 tracing::info!(
                     incidents = report.incidents,
                     rejected_events = report.rejected_events,
+                    alerts = report.alerts,
                     report_objects = report.report_objects,
                     workspaces = report.workspaces,
                     batches = report.batches,
-                    "deleted expired incidents and dead letters"
+                    "deleted expired incidents, dead letters and alerts"
                 );
             }
             Ok(_) => {}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use std::collections::BTreeMap;
 
+use nightcrier::alert::{AlertKind, DeliveryOutcome, NewAlert, RaisedAlert};
 use nightcrier::queue::QueueError;
 use nightcrier::report::{ReportStore, StoreLocation};
 use nightcrier::retention::{PurgeReport, Retention, RetentionConfig, prune_workspaces};
@@ -205,10 +206,45 @@ async fn ended_incidents_and_dead_letters_are_deleted_in_batches_after_their_age
             .reject_event("webhook", None, b"{", "not json", now)
             .await
             .unwrap();
+        // alerts: an old one (with its delivery) goes; of cluster c1's old feed alerts the
+        // newest (down) stays, it is the last word on that feed; a recent one stays
+        let alert = |kind: AlertKind, cluster: &str, at| RaisedAlert {
+            id: uuid::Uuid::now_v7(),
+            alert: NewAlert {
+                kind,
+                cluster: Some(cluster.into()),
+                summary: format!("{} on {cluster}", kind.as_str()),
+                detail: String::new(),
+                fields: Vec::new(),
+            },
+            raised_at: at,
+        };
+        let old_breaker = alert(AlertKind::BreakerDegraded, "a", old);
+        let old_up = alert(AlertKind::FeedUp, "c1", old - chrono::Duration::days(1));
+        let last_down = alert(AlertKind::FeedDown, "c1", old);
+        let recent = alert(AlertKind::BreakerRecovered, "a", now);
+        for raised in [&old_breaker, &old_up, &last_down, &recent] {
+            store.insert_alert(raised, "e2e").await.unwrap();
+        }
+        store
+            .record_alert_delivery(
+                old_breaker.id,
+                &DeliveryOutcome {
+                    plugin: "slack".into(),
+                    plugin_version: None,
+                    delivered: true,
+                    attempts: 1,
+                    error: None,
+                },
+                old,
+            )
+            .await
+            .unwrap();
 
         let config = RetentionConfig {
             incidents: Some(30 * DAY),
             rejected_events: Some(30 * DAY),
+            alerts: Some(30 * DAY),
             batch_size: 2,
             batch_pause: Duration::from_millis(1),
             interval: Duration::from_secs(3600),
@@ -218,6 +254,7 @@ async fn ended_incidents_and_dead_letters_are_deleted_in_batches_after_their_age
             config: RetentionConfig {
                 incidents: None,
                 rejected_events: None,
+                alerts: None,
                 ..config.clone()
             },
             reports: Some(objects.clone()),
@@ -240,10 +277,11 @@ async fn ended_incidents_and_dead_letters_are_deleted_in_batches_after_their_age
             PurgeReport {
                 incidents: 3,
                 rejected_events: 1,
+                alerts: 2,
                 report_objects: 3,
                 workspaces: 3,
-                // two batches of at most two incidents, one of dead letters
-                batches: 3,
+                // two batches of at most two incidents, one of dead letters, one of alerts
+                batches: 4,
             },
             "{}",
             db.backend
@@ -289,6 +327,37 @@ async fn ended_incidents_and_dead_letters_are_deleted_in_batches_after_their_age
                 .await
                 .unwrap()
                 .is_some()
+        );
+        let kept: Vec<String> = store
+            .alerts(100, None, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|stored| stored.alert.id)
+            .collect();
+        assert_eq!(
+            kept,
+            vec![recent.id.to_string(), last_down.id.to_string()],
+            "{}",
+            db.backend
+        );
+        let deliveries: Vec<(i64,)> = {
+            let rows = store
+                .connection()
+                .query_all_raw(Statement::from_string(
+                    store.backend(),
+                    "SELECT COUNT(*) AS n FROM alert_deliveries",
+                ))
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|row| (row.try_get::<i64>("", "n").unwrap(),))
+                .collect()
+        };
+        assert_eq!(
+            deliveries,
+            vec![(0,)],
+            "the deleted alert's delivery went with it"
         );
         assert_eq!(
             retention.purge(Utc::now()).await.unwrap(),

@@ -49,6 +49,10 @@ pub struct RawRetention {
     /// How long dead letters (`rejected_events`) are kept; `0` keeps them forever (default 30d).
     #[serde(default, with = "units::duration")]
     pub rejected_events: Option<Duration>,
+    /// How long operational alerts (with their deliveries) are kept; `0` keeps them forever
+    /// (default 30d). Each cluster's newest feed alert stays.
+    #[serde(default, with = "units::duration")]
+    pub alerts: Option<Duration>,
     /// Rows deleted per transaction (default 200).
     pub batch_size: Option<u64>,
     /// The pause between two batches, e.g. `"100ms"` (default 100ms).
@@ -148,6 +152,7 @@ pub(crate) fn retention(raw: &RawRetention) -> anyhow::Result<RetentionConfig> {
     let config = RetentionConfig {
         incidents: keep(raw.incidents, defaults.incidents),
         rejected_events: keep(raw.rejected_events, defaults.rejected_events),
+        alerts: keep(raw.alerts, defaults.alerts),
         batch_size: raw.batch_size.unwrap_or(defaults.batch_size),
         batch_pause: raw.batch_pause.unwrap_or(defaults.batch_pause),
         interval: raw.interval.unwrap_or(defaults.interval),
