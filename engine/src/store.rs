@@ -475,6 +475,23 @@ impl Store {
             .await?)
     }
 
+    /// The fault events of `ids` (one query, for a page of incidents), by id.
+    pub async fn fault_events(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, entity::fault_events::Model>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        Ok(entity::fault_events::Entity::find()
+            .filter(entity::fault_events::Column::Id.is_in(ids.iter().cloned()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|event| (event.id.clone(), event))
+            .collect())
+    }
+
     /// Agent executions of an incident, oldest first.
     pub async fn agent_executions(
         &self,

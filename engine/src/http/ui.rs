@@ -257,16 +257,26 @@ async fn incidents(
         Err(error) => return api::ApiError::from(error).into_page(&viewer),
     };
     let next = api::next_cursor(&rows, filter.limit);
-    let store = cx.queue.store();
-    let events = futures::future::join_all(rows.iter().map(|incident| {
-        let event_id = incident.fault_event_id.to_string();
-        async move { store.fault_event(&event_id).await.ok().flatten() }
-    }))
-    .await;
+    // the page's events in one query (a row whose event cannot be read shows without it)
+    let event_ids: Vec<String> = rows
+        .iter()
+        .map(|incident| incident.fault_event_id.to_string())
+        .collect();
+    let mut events = cx
+        .queue
+        .store()
+        .fault_events(&event_ids)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(error = %error, "reading the fault events of an incident page failed");
+            Default::default()
+        });
     let items: Vec<pages::ListItem> = rows
         .into_iter()
-        .zip(events)
-        .map(|(incident, event)| pages::ListItem { incident, event })
+        .map(|incident| {
+            let event = events.remove(&incident.fault_event_id.to_string());
+            pages::ListItem { incident, event }
+        })
         .collect();
     html(
         StatusCode::OK,
