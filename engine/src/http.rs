@@ -10,6 +10,7 @@ mod api;
 mod auth;
 mod health;
 mod metrics;
+mod throttle;
 mod ui;
 
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use nightcrier_intake::FeedRegistry;
 use nightcrier_plugin_host::PluginHost;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::ApiTokens;
+pub use auth::{AUTH_FAILURES_PER_MINUTE, ApiTokens};
 pub use metrics::{metrics_handle, refresh_loop};
 
 use crate::ingest::Ingestor;
@@ -57,6 +58,7 @@ pub struct HttpContext {
 /// The router with every route of this module, plus `extra` (webhooks, which check their own
 /// tokens).
 pub fn router(cx: HttpContext, extra: Router) -> Router {
+    let throttle = Arc::new(throttle::AuthThrottle::new(cx.tokens.failures_per_minute));
     let cx = Arc::new(cx);
     let guarded = Router::new()
         .merge(api::routes())
@@ -65,12 +67,19 @@ pub fn router(cx: HttpContext, extra: Router) -> Router {
             cx.clone(),
             auth::require_token,
         ));
+    // health answers whatever the throttle thinks of the address (a load balancer's checks
+    // share the address of the clients it forwards)
+    let health = health::routes().with_state(cx.clone());
     Router::new()
-        .merge(health::routes())
         .merge(guarded)
         .merge(ui::routes(cx.clone()))
         .with_state(cx)
         .merge(extra)
+        .layer(axum::middleware::from_fn_with_state(
+            throttle,
+            throttle::throttle,
+        ))
+        .merge(health)
 }
 
 /// Whether `listen` only accepts connections from this machine.
@@ -115,7 +124,9 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener>
 pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: CancellationToken) {
     let address = listener.local_addr().ok();
     tracing::info!(listen = ?address, "http listening");
-    if let Err(error) = axum::serve(listener, router)
+    // the client address is what failed authentications are counted by (`throttle`)
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(error) = axum::serve(listener, service)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
     {

@@ -499,7 +499,40 @@ async fn off_loopback_every_route_but_health_needs_a_token() {
             .status(),
         200
     );
+    // guessing is slowed down: after 10 failures in a minute (3 so far) this address is
+    // refused, right token or not, until the minute is over; health still answers
+    for _ in 0..7 {
+        assert_eq!(
+            call(Method::GET, "/api/v1/incidents", Some("guess"))
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+    }
+    let refused = call(Method::GET, "/api/v1/incidents", Some("r3ad"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_eq!(
+        call(Method::POST, "/webhooks/alertmanager", Some("h00k"))
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+    assert_eq!(
+        call(Method::GET, "/healthz", None).await.unwrap().status(),
+        200
+    );
     let log = serve.stop();
+    assert!(log.contains("too many failed authentications"), "{log}");
     for secret in ["r3ad", "adm1n", "h00k"] {
         assert!(!log.contains(secret), "{secret} in the log");
     }

@@ -31,6 +31,9 @@ pub struct RawHttp {
     pub admin_token_env: Option<String>,
     /// File holding it.
     pub admin_token_file: Option<PathBuf>,
+    /// Failed authentications (any `401`) a client address may make in a minute before it is
+    /// answered `429` for the rest of it (default 10; 0 turns this off).
+    pub auth_failures_per_minute: Option<u32>,
 }
 
 /// `[replica]`: how replicas on one Postgres share the feeds.
@@ -478,6 +481,9 @@ pub(crate) fn intake(http: &RawHttp, raw: &RawIntake, data_dir: &Path) -> anyhow
             http.admin_token_env.as_deref(),
             http.admin_token_file.as_deref(),
         )?,
+        failures_per_minute: http
+            .auth_failures_per_minute
+            .unwrap_or(crate::http::AUTH_FAILURES_PER_MINUTE),
     };
     Ok(Intake {
         listen,

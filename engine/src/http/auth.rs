@@ -19,7 +19,13 @@ pub struct ApiTokens {
     pub read: Option<Secret>,
     /// Grants reading and acting.
     pub admin: Option<Secret>,
+    /// Failed authentications a client address may make in a minute before it is refused for
+    /// the rest of it (`http.auth_failures_per_minute`; 0: never refused).
+    pub failures_per_minute: u32,
 }
+
+/// The default of `http.auth_failures_per_minute`.
+pub const AUTH_FAILURES_PER_MINUTE: u32 = 10;
 
 impl ApiTokens {
     /// Whether no token is configured (then the API is open, which only loopback allows).
@@ -30,13 +36,13 @@ impl ApiTokens {
 
 /// What a request may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Grant {
+pub(super) enum Grant {
     None,
     Read,
     Admin,
 }
 
-fn grant_of(tokens: &ApiTokens, presented: Option<&[u8]>) -> Grant {
+pub(super) fn grant_of(tokens: &ApiTokens, presented: Option<&[u8]>) -> Grant {
     let Some(presented) = presented else {
         return Grant::None;
     };
@@ -99,6 +105,7 @@ mod tests {
         let tokens = ApiTokens {
             read: Some(Secret::new("r")),
             admin: Some(Secret::new("a")),
+            failures_per_minute: AUTH_FAILURES_PER_MINUTE,
         };
         assert_eq!(grant_of(&tokens, Some(b"r")), Grant::Read);
         assert_eq!(grant_of(&tokens, Some(b"a")), Grant::Admin);

@@ -571,26 +571,16 @@ async fn login(
     let form = form.map(|Form(form)| form).unwrap_or_default();
     let target = local_target(form.next.as_deref());
     let presented = form.token.as_deref().unwrap_or_default().trim().as_bytes();
-    let grant = if cx
-        .tokens
-        .admin
-        .as_ref()
-        .is_some_and(|t| t.matches(presented))
-    {
-        Grant::Admin
-    } else if cx
-        .tokens
-        .read
-        .as_ref()
-        .is_some_and(|t| t.matches(presented))
-    {
-        Grant::Read
-    } else {
-        tracing::info!("web ui login refused: wrong token");
-        return html(
-            StatusCode::UNAUTHORIZED,
-            pages::login(&target, Some("That token is not the read or admin token.")),
-        );
+    let grant = match super::auth::grant_of(&cx.tokens, Some(presented)) {
+        super::auth::Grant::Admin => Grant::Admin,
+        super::auth::Grant::Read => Grant::Read,
+        super::auth::Grant::None => {
+            tracing::info!("web ui login refused: wrong token");
+            return html(
+                StatusCode::UNAUTHORIZED,
+                pages::login(&target, Some("That token is not the read or admin token.")),
+            );
+        }
     };
     let id = sessions.start(grant, Utc::now());
     let mut response = Redirect::to(&target).into_response();
