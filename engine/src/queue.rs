@@ -61,6 +61,11 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// Whether [`Queue::retry`] can put an incident in this status back in the queue.
+    pub fn is_retryable(self) -> bool {
+        sql::RETRY.from.contains(&self)
+    }
+
     /// Every status, in life-cycle order.
     pub const ALL: [JobStatus; 7] = [
         JobStatus::Pending,

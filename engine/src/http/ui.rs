@@ -29,7 +29,6 @@ use uuid::Uuid;
 use self::session::{Grant, Sessions, Viewer};
 use super::HttpContext;
 use super::api::{self, ListQuery};
-use crate::queue::JobStatus;
 
 /// Incidents on one page of the list.
 const PAGE: u64 = 50;
@@ -396,13 +395,6 @@ struct ActionForm {
 }
 
 /// Statuses a retry accepts (the queue's `RETRY` transition): the button is shown only there.
-pub(super) fn retryable(status: JobStatus) -> bool {
-    matches!(
-        status,
-        JobStatus::Skipped | JobStatus::AgentFailed | JobStatus::Failed
-    )
-}
-
 async fn retry(
     State(cx): State<Arc<HttpContext>>,
     Extension(viewer): Extension<Viewer>,

@@ -340,7 +340,7 @@ pub(super) fn incident(view: &IncidentView<'_>) -> Markup {
             }
             @if let Some(reason) = &incident.skip_reason { p.reason { strong { "Skipped: " } (reason) } }
             @if let Some(reason) = &incident.failure_reason { p.reason.problem { strong { "Failed: " } (reason) } }
-            @if view.viewer.grant == Grant::Admin && super::retryable(incident.status) {
+            @if view.viewer.grant == Grant::Admin && incident.status.is_retryable() {
                 form.retry method="post" action={ "/incidents/" (incident.id) "/retry" } {
                     input type="hidden" name="csrf" value=(view.viewer.csrf);
                     button type="submit" { "Retry investigation" }
