@@ -7,6 +7,7 @@ mod alerts;
 pub mod entity;
 mod records;
 pub(crate) mod text;
+mod ui_sessions;
 
 pub use alerts::StoredAlert;
 pub use records::{KvChange, KvTotals, NewExecution, NewPluginRun, NewReport};

@@ -23,6 +23,7 @@ mod m20261129_000012_add_report_storage;
 mod m20261130_000013_create_alerts;
 mod m20261130_000014_add_queue_wakeups_and_fleet_cap;
 mod m20261130_000015_index_incidents_by_cluster_and_status;
+mod m20261130_000016_create_ui_sessions;
 
 /// The ordered list of nightcrier migrations.
 #[derive(Debug)]
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000013_create_alerts::Migration),
             Box::new(m20261130_000014_add_queue_wakeups_and_fleet_cap::Migration),
             Box::new(m20261130_000015_index_incidents_by_cluster_and_status::Migration),
+            Box::new(m20261130_000016_create_ui_sessions::Migration),
         ]
     }
 

@@ -5,7 +5,7 @@ use crate::support::{backends, event};
 use chrono::Utc;
 use sea_orm::{ConnectionTrait, Statement};
 
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "circuit_breakers",
     "fault_events",
     "incidents",
@@ -16,6 +16,7 @@ const TABLES: [&str; 10] = [
     "plugin_kv",
     "alerts",
     "alert_deliveries",
+    "ui_sessions",
 ];
 
 async fn table_exists(store: &nightcrier::Store, table: &str) -> bool {

@@ -46,7 +46,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub(super) fn routes(cx: Arc<HttpContext>) -> Router<Arc<HttpContext>> {
-    let sessions = Sessions::default();
+    let sessions = Sessions::new(cx.queue.store().clone());
     let guarded = Router::new()
         .route("/", get(incidents))
         .route("/incidents/{id}", get(incident))
@@ -102,12 +102,16 @@ async fn require_viewer(
     let viewer = if cx.tokens.is_empty() {
         Some(sessions.open_viewer())
     } else {
-        request
+        let id = request
             .headers()
             .get(header::COOKIE)
             .and_then(|value| value.to_str().ok())
             .and_then(session::session_cookie)
-            .and_then(|id| sessions.viewer(id, Utc::now()))
+            .map(str::to_owned);
+        match id {
+            Some(id) => sessions.viewer(&id, Utc::now()).await,
+            None => None,
+        }
     };
     match viewer {
         Some(viewer) => {
@@ -574,7 +578,18 @@ async fn login(
             );
         }
     };
-    let id = sessions.start(grant, Utc::now());
+    let id = match sessions.start(grant, Utc::now()).await {
+        Ok(id) => id,
+        Err(error) => {
+            tracing::warn!(error = %error, "recording a web UI login failed");
+            return page_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "Login failed",
+                "the database did not record the login; try again",
+            );
+        }
+    };
     let mut response = Redirect::to(&target).into_response();
     let cookie = format!(
         "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
@@ -624,8 +639,9 @@ async fn logout(
         .get(header::COOKIE)
         .and_then(|value| value.to_str().ok())
         .and_then(session::session_cookie)
+        && let Err(error) = sessions.end(id).await
     {
-        sessions.end(id);
+        tracing::warn!(error = %error, "ending a web UI session failed");
     }
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().insert(

@@ -1,24 +1,26 @@
-//! Who is looking at the web UI: browser sessions made by the login form, kept in memory, and the
-//! per-session token that every form which changes something must send back (CSRF).
+//! Who is looking at the web UI: browser sessions made by the login form, and the per-session
+//! token that every form which changes something must send back (CSRF).
 //!
 //! A session id is 244 random bits, handed to the browser once in an `HttpOnly`,
-//! `SameSite=Strict` cookie; the map is keyed by its SHA-256, so neither a lookup's timing nor a
-//! memory dump gives a usable id. The CSRF token is compared in constant time. Sessions live for
-//! [`SESSION_TTL`] and end with `serve` (a restart means logging in again).
+//! `SameSite=Strict` cookie. The database keeps only its SHA-256 with what the login may do and
+//! when it ends (`ui_sessions`), so every replica behind a load balancer knows the login, a
+//! restart keeps it, and neither a lookup's timing nor a database dump gives a usable id. The
+//! CSRF token is derived from the id (another SHA-256), so it needs no storage and a cross-site
+//! page, which can read neither, cannot forge it; it is compared in constant time. Sessions live
+//! for [`SESSION_TTL`]; logging out deletes the row.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use nightcrier_intake::Secret;
 use sha2::{Digest, Sha256};
 
+use crate::store::{Store, StoreError};
+
 /// How long a login lasts.
 pub(super) const SESSION_TTL: Duration = Duration::hours(12);
 /// The cookie holding the session id.
 pub(super) const COOKIE: &str = "nightcrier_session";
-/// More live sessions than this and the oldest are dropped (each one needed a valid token).
-const MAX_SESSIONS: usize = 10_000;
 
 /// What a viewer may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,6 +29,23 @@ pub(super) enum Grant {
     Read,
     /// Look and act (retry).
     Admin,
+}
+
+impl Grant {
+    fn as_str(self) -> &'static str {
+        match self {
+            Grant::Read => "read",
+            Grant::Admin => "admin",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "read" => Some(Grant::Read),
+            "admin" => Some(Grant::Admin),
+            _ => None,
+        }
+    }
 }
 
 /// The viewer of one request, as the middleware found it.
@@ -40,28 +59,12 @@ pub(super) struct Viewer {
     pub(super) logged_in: bool,
 }
 
-#[derive(Clone, Debug)]
-struct Session {
-    grant: Grant,
-    csrf: String,
-    expires_at: DateTime<Utc>,
-}
-
-/// The live sessions, plus the CSRF token of an open UI (loopback without tokens), where there is
-/// no login but a cross-site page must still not be able to press retry.
+/// The logins (in the store), plus the CSRF token of an open UI (loopback without tokens),
+/// where there is no login but a cross-site page must still not be able to press retry.
 #[derive(Clone, Debug)]
 pub(super) struct Sessions {
-    live: Arc<Mutex<HashMap<[u8; 32], Session>>>,
+    store: Store,
     open_csrf: Arc<str>,
-}
-
-impl Default for Sessions {
-    fn default() -> Self {
-        Self {
-            live: Arc::default(),
-            open_csrf: Arc::from(random_token()),
-        }
-    }
 }
 
 /// 244 random bits as 64 hex digits (two v4 UUIDs, from the OS's random source).
@@ -73,11 +76,37 @@ fn random_token() -> String {
     )
 }
 
-fn key(session_id: &str) -> [u8; 32] {
-    Sha256::digest(session_id.as_bytes()).into()
+fn hex_sha256(parts: &[&str]) -> String {
+    let mut digest = Sha256::new();
+    for part in parts {
+        digest.update(part.as_bytes());
+    }
+    digest
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The key of session `id` in the store.
+fn key(id: &str) -> String {
+    hex_sha256(&["nightcrier-ui-session:", id])
+}
+
+/// The CSRF token of session `id`.
+fn csrf_of(id: &str) -> String {
+    hex_sha256(&["nightcrier-ui-csrf:", id])
 }
 
 impl Sessions {
+    /// The logins kept in `store`.
+    pub(super) fn new(store: Store) -> Self {
+        Self {
+            store,
+            open_csrf: Arc::from(random_token()),
+        }
+    }
+
     /// The viewer of an open UI: everyone is admin, forms carry the process's token.
     pub(super) fn open_viewer(&self) -> Viewer {
         Viewer {
@@ -88,51 +117,37 @@ impl Sessions {
     }
 
     /// Starts a session with `grant`; returns its id (for the cookie).
-    pub(super) fn start(&self, grant: Grant, now: DateTime<Utc>) -> String {
+    pub(super) async fn start(
+        &self,
+        grant: Grant,
+        now: DateTime<Utc>,
+    ) -> Result<String, StoreError> {
         let id = random_token();
-        let session = Session {
-            grant,
-            csrf: random_token(),
-            expires_at: now + SESSION_TTL,
-        };
-        let mut live = self
-            .live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        live.retain(|_, session| session.expires_at > now);
-        if live.len() >= MAX_SESSIONS
-            && let Some(oldest) = live
-                .iter()
-                .min_by_key(|(_, session)| session.expires_at)
-                .map(|(key, _)| *key)
-        {
-            live.remove(&oldest);
-        }
-        live.insert(key(&id), session);
-        id
+        self.store
+            .insert_ui_session(&key(&id), grant.as_str(), now, now + SESSION_TTL)
+            .await?;
+        Ok(id)
     }
 
-    /// The viewer holding session `id`, if it is live.
-    pub(super) fn viewer(&self, id: &str, now: DateTime<Utc>) -> Option<Viewer> {
-        let live = self
-            .live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        live.get(&key(id))
-            .filter(|session| session.expires_at > now)
-            .map(|session| Viewer {
-                grant: session.grant,
-                csrf: session.csrf.clone(),
+    /// The viewer holding session `id`, if it is live. A store that cannot answer is logged and
+    /// counts as no session (the viewer is sent to the login form, which says what failed).
+    pub(super) async fn viewer(&self, id: &str, now: DateTime<Utc>) -> Option<Viewer> {
+        match self.store.ui_session(&key(id), now).await {
+            Ok(found) => found.as_deref().and_then(Grant::parse).map(|grant| Viewer {
+                grant,
+                csrf: csrf_of(id),
                 logged_in: true,
-            })
+            }),
+            Err(error) => {
+                tracing::warn!(error = %error, "looking up a web UI session failed");
+                None
+            }
+        }
     }
 
     /// Ends session `id`.
-    pub(super) fn end(&self, id: &str) {
-        self.live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&key(id));
+    pub(super) async fn end(&self, id: &str) -> Result<(), StoreError> {
+        self.store.delete_ui_session(&key(id)).await
     }
 }
 
@@ -158,20 +173,28 @@ pub(super) fn session_cookie(header: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_session_lives_until_it_ends_or_expires() {
-        let sessions = Sessions::default();
+    #[tokio::test]
+    async fn a_session_lives_until_it_ends_or_expires() {
+        let store = Store::connect(&crate::store::StoreConfig::new("sqlite::memory:"))
+            .await
+            .unwrap();
+        store.migrate_up().await.unwrap();
+        let sessions = Sessions::new(store.clone());
         let now = Utc::now();
-        let id = sessions.start(Grant::Read, now);
-        let viewer = sessions.viewer(&id, now).unwrap();
+        let id = sessions.start(Grant::Read, now).await.unwrap();
+        let viewer = sessions.viewer(&id, now).await.unwrap();
         assert_eq!(viewer.grant, Grant::Read);
         assert!(viewer.csrf_matches(Some(&viewer.csrf)));
         assert!(!viewer.csrf_matches(Some("guess")));
         assert!(!viewer.csrf_matches(None));
-        assert!(sessions.viewer("other", now).is_none());
-        assert!(sessions.viewer(&id, now + SESSION_TTL).is_none());
-        sessions.end(&id);
-        assert!(sessions.viewer(&id, now).is_none());
+        assert_ne!(viewer.csrf, id, "the CSRF token is not the session id");
+        assert!(sessions.viewer("other", now).await.is_none());
+        assert!(sessions.viewer(&id, now + SESSION_TTL).await.is_none());
+        // another replica (another Sessions on the same database) knows the login
+        let elsewhere = Sessions::new(store);
+        assert_eq!(elsewhere.viewer(&id, now).await.unwrap().csrf, viewer.csrf);
+        sessions.end(&id).await.unwrap();
+        assert!(elsewhere.viewer(&id, now).await.is_none());
         assert_ne!(sessions.open_viewer().csrf, viewer.csrf);
     }
 
