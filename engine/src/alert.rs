@@ -28,8 +28,14 @@ use uuid::Uuid;
 
 use crate::store::Store;
 
-/// Alerts waiting for delivery; past this, new alerts are recorded but not delivered.
+/// Alerts waiting for delivery; past this, new alerts are recorded and delivered later, from the
+/// database (see [`AlertDelivery::run`]).
 const QUEUE_CAPACITY: usize = 256;
+/// How far back delivery looks for alerts of this instance that no plugin has seen yet (left by
+/// a crash, or by a full queue).
+const REDELIVER_WITHIN: chrono::Duration = chrono::Duration::hours(24);
+/// How often it looks, while the queue is empty.
+const REDELIVER_EVERY: Duration = Duration::from_secs(60);
 /// The most text of a feed error or failure reason an alert carries.
 const MAX_DETAIL_CHARS: usize = 1000;
 
@@ -56,6 +62,18 @@ impl AlertKind {
             AlertKind::FeedDown => "feed-down",
             AlertKind::FeedUp => "feed-up",
         }
+    }
+
+    /// The kind named `text` (as [`AlertKind::as_str`] writes it).
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            AlertKind::BreakerDegraded,
+            AlertKind::BreakerRecovered,
+            AlertKind::FeedDown,
+            AlertKind::FeedUp,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
     }
 
     fn severity(self) -> Severity {
@@ -149,6 +167,7 @@ pub struct Alerts {
 /// Hands queued alerts to the plugins; run once by `serve`.
 pub struct AlertDelivery {
     store: Store,
+    instance: String,
     plugins: Option<PluginHost>,
     config: AlertsConfig,
     queue: mpsc::Receiver<RaisedAlert>,
@@ -164,14 +183,16 @@ impl Alerts {
         instance: impl Into<String>,
     ) -> (Alerts, AlertDelivery) {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let instance = instance.into();
         (
             Alerts {
                 store: store.clone(),
-                instance: instance.into(),
+                instance: instance.clone(),
                 queue: sender,
             },
             AlertDelivery {
                 store,
+                instance,
                 plugins,
                 config,
                 queue: receiver,
@@ -203,7 +224,7 @@ impl Alerts {
         }
         if let Err(error) = self.queue.try_send(raised.clone()) {
             metrics::counter!("nightcrier_alert_delivery_failures_total", "plugin" => "", "reason" => "queue_full").increment(1);
-            tracing::warn!(alert_id = %raised.id, kind, error = %error, "alert not delivered: the delivery queue is full or closed");
+            tracing::warn!(alert_id = %raised.id, kind, error = %error, "alert delivery deferred: the delivery queue is full or closed (it goes out from the database later)");
         }
         raised
     }
@@ -295,11 +316,29 @@ pub struct DeliveryOutcome {
 }
 
 impl AlertDelivery {
-    /// Delivers queued alerts until `stop`, then those already queued, and returns.
+    /// Delivers queued alerts until `stop`, then those already queued, and returns. At start,
+    /// and every minute while nothing is queued, it also delivers the alerts this instance
+    /// raised in the last day that no plugin has seen: left undelivered by a crash or a restart,
+    /// or recorded while the queue was full. (An alert delivered just before a crash, with its
+    /// outcome not yet recorded, may so go out twice: alerts are delivered at least once.)
     pub async fn run(mut self, stop: CancellationToken) {
+        self.redeliver().await;
+        let mut rescan = tokio::time::interval_at(
+            tokio::time::Instant::now() + REDELIVER_EVERY,
+            REDELIVER_EVERY,
+        );
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = tokio::select! {
                 next = self.queue.recv() => next,
+                _ = rescan.tick() => {
+                    // nothing is in flight here, and with the queue empty nothing is waiting:
+                    // an alert without a delivery record was missed
+                    if self.queue.is_empty() {
+                        self.redeliver().await;
+                    }
+                    continue;
+                }
                 () = stop.cancelled() => break,
             };
             let Some(alert) = next else { return };
@@ -309,6 +348,41 @@ impl AlertDelivery {
         self.queue.close();
         while let Some(alert) = self.queue.recv().await {
             self.deliver(&alert).await;
+        }
+    }
+
+    /// Delivers this instance's recent alerts that have no delivery record.
+    async fn redeliver(&self) {
+        if self
+            .plugins
+            .as_ref()
+            .is_none_or(|plugins| plugins.alert_handlers().is_empty())
+        {
+            return;
+        }
+        // An alert raised in the last seconds may be on its way through the queue right now
+        // (recorded, not yet queued when the queue was seen empty): the next scan has it.
+        let now = Utc::now();
+        let until = now - chrono::Duration::seconds(5);
+        let missed = match self
+            .store
+            .undelivered_alerts(&self.instance, now - REDELIVER_WITHIN, until)
+            .await
+        {
+            Ok(missed) => missed,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot read undelivered alerts");
+                return;
+            }
+        };
+        if !missed.is_empty() {
+            tracing::info!(
+                count = missed.len(),
+                "delivering alerts raised earlier that no plugin has seen"
+            );
+        }
+        for alert in &missed {
+            self.deliver(alert).await;
         }
     }
 

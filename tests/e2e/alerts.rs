@@ -923,3 +923,114 @@ async fn hostile_alert_handlers_are_contained_retried_within_bounds_and_recorded
         );
     }
 }
+
+/// An alert recorded but never handed to a plugin (the process crashed, or the delivery queue
+/// was full) goes out when delivery starts again: this instance's, of the last day, once.
+#[tokio::test]
+async fn alerts_left_undelivered_go_out_when_delivery_starts() {
+    use nightcrier::alert::{
+        AlertKind, Alerts, AlertsConfig, DeliveryOutcome, NewAlert, RaisedAlert,
+    };
+    let hostile = built_plugins()
+        .parent()
+        .unwrap()
+        .join("fixtures/hostile.wasm");
+    for db in backends().await {
+        let store = db.queue().await.store().clone();
+        let now = Utc::now();
+        let alert = |cluster: &str, age: chrono::Duration| RaisedAlert {
+            id: uuid::Uuid::now_v7(),
+            alert: NewAlert {
+                kind: AlertKind::BreakerDegraded,
+                cluster: Some(cluster.into()),
+                summary: format!("triage is degraded on cluster {cluster}"),
+                detail: String::new(),
+                fields: vec![("consecutive-failures".into(), "3".into())],
+            },
+            raised_at: chrono::SubsecRound::trunc_subsecs(now - age, 6),
+        };
+        let delivered = alert("delivered", chrono::Duration::minutes(5));
+        let missed = alert("missed", chrono::Duration::minutes(4));
+        let elsewhere = alert("elsewhere", chrono::Duration::minutes(3));
+        let too_old = alert("too-old", chrono::Duration::hours(30));
+        for (raised, by) in [
+            (&delivered, "me"),
+            (&missed, "me"),
+            (&elsewhere, "another-replica"),
+            (&too_old, "me"),
+        ] {
+            store.insert_alert(raised, by).await.unwrap();
+        }
+        store
+            .record_alert_delivery(
+                delivered.id,
+                &DeliveryOutcome {
+                    plugin: "receiver".into(),
+                    plugin_version: None,
+                    delivered: true,
+                    attempts: 1,
+                    error: None,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::copy(&hostile, folder.path().join("receiver.wasm")).unwrap();
+        let config = nightcrier_plugin_host::PluginsConfig::from_toml(&format!(
+            "dir = {:?}\n[plugin.receiver.config]\nname = \"receiver\"\nattack = \"none\"\n",
+            folder.path(),
+        ))
+        .unwrap();
+        let (host, refused) = nightcrier_plugin_host::PluginHost::load(
+            config,
+            std::sync::Arc::new(nightcrier_plugin_host::MemoryKvStore::new()),
+        )
+        .await
+        .unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
+        let (_alerts, delivery) = Alerts::new(
+            store.clone(),
+            Some(host),
+            AlertsConfig {
+                feed_down_after: None,
+                delivery_attempts: 1,
+                retry_initial: Duration::from_millis(10),
+            },
+            "me",
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn(delivery.run(stop.clone()));
+        let deliveries_of = |cluster: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .alerts(10, None, Some(cluster))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|stored| stored.deliveries.len())
+                    .sum::<usize>()
+            }
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while deliveries_of("missed").await == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: the missed alert was not delivered",
+                db.backend
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        running.await.unwrap();
+        assert_eq!(deliveries_of("delivered").await, 1, "{}", db.backend);
+        assert_eq!(deliveries_of("missed").await, 1);
+        assert_eq!(deliveries_of("elsewhere").await, 0, "another replica's");
+        assert_eq!(deliveries_of("too-old").await, 0, "older than a day");
+        let listed = store.alerts(10, None, Some("missed")).await.unwrap();
+        assert_eq!(listed[0].deliveries[0].outcome, "delivered");
+        assert_eq!(listed[0].deliveries[0].plugin, "receiver");
+    }
+}

@@ -139,6 +139,34 @@ impl Store {
             .collect())
     }
 
+    /// Alerts raised by `instance` after `since` and before `until` that no plugin's delivery is
+    /// recorded for, oldest first (at most 1,000).
+    pub async fn undelivered_alerts(
+        &self,
+        instance: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<RaisedAlert>, StoreError> {
+        let rows = alerts::Entity::find()
+            .filter(alerts::Column::RaisedBy.eq(instance))
+            .filter(alerts::Column::RaisedAt.gt(crate::queue::db_time(since)))
+            .filter(alerts::Column::RaisedAt.lt(crate::queue::db_time(until)))
+            .filter(
+                alerts::Column::Id.not_in_subquery(
+                    sea_orm::sea_query::Query::select()
+                        .column(alert_deliveries::Column::AlertId)
+                        .from(alert_deliveries::Entity)
+                        .to_owned(),
+                ),
+            )
+            .order_by_asc(alerts::Column::RaisedAt)
+            .order_by_asc(alerts::Column::Id)
+            .limit(1000)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().filter_map(raised_of).collect())
+    }
+
     /// The kind of the newest feed alert (`feed-down` or `feed-up`) of `cluster`, if any.
     pub async fn last_feed_alert(&self, cluster: &str) -> Result<Option<String>, StoreError> {
         let row = alerts::Entity::find()
@@ -177,4 +205,34 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// The alert a stored row records (a row of an unknown kind is skipped).
+fn raised_of(row: alerts::Model) -> Option<RaisedAlert> {
+    let fields = row
+        .fields
+        .as_object()
+        .map(|object| {
+            object
+                .iter()
+                .map(|(key, value)| {
+                    let value = value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_owned);
+                    (key.clone(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(RaisedAlert {
+        id: Uuid::parse_str(&row.id).ok()?,
+        alert: crate::alert::NewAlert {
+            kind: AlertKind::parse(&row.kind)?,
+            cluster: row.cluster,
+            summary: row.summary,
+            detail: row.detail,
+            fields,
+        },
+        raised_at: row.raised_at,
+    })
 }
