@@ -413,17 +413,12 @@ async fn retry(
             "retrying needs a login with the admin token",
         );
     }
-    let csrf = form
-        .as_ref()
-        .ok()
-        .and_then(|Form(form)| form.csrf.as_deref());
-    if !viewer.csrf_matches(csrf) {
-        return page_error(
-            StatusCode::FORBIDDEN,
-            Some(&viewer),
-            "Refused",
-            "the form's CSRF token is missing or wrong: reload the incident page and press retry again",
-        );
+    if let Some(refused) = refuse_forged(
+        &viewer,
+        &form,
+        ": reload the incident page and press retry again",
+    ) {
+        return refused;
     }
     let id = match api::parse_id(&id) {
         Ok(id) => id,
@@ -617,23 +612,35 @@ fn behind_https(headers: &HeaderMap) -> bool {
         .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
 }
 
+/// The refusal of a form whose CSRF token is missing or not the viewer's (`hint` follows the
+/// reason), or `None` when it is theirs.
+fn refuse_forged(
+    viewer: &Viewer,
+    form: &Result<Form<ActionForm>, FormRejection>,
+    hint: &str,
+) -> Option<Response> {
+    let csrf = form
+        .as_ref()
+        .ok()
+        .and_then(|Form(form)| form.csrf.as_deref());
+    (!viewer.csrf_matches(csrf)).then(|| {
+        page_error(
+            StatusCode::FORBIDDEN,
+            Some(viewer),
+            "Refused",
+            &format!("the form's CSRF token is missing or wrong{hint}"),
+        )
+    })
+}
+
 async fn logout(
     Extension(sessions): Extension<Sessions>,
     Extension(viewer): Extension<Viewer>,
     headers: HeaderMap,
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Response {
-    let csrf = form
-        .as_ref()
-        .ok()
-        .and_then(|Form(form)| form.csrf.as_deref());
-    if !viewer.csrf_matches(csrf) {
-        return page_error(
-            StatusCode::FORBIDDEN,
-            Some(&viewer),
-            "Refused",
-            "the form's CSRF token is missing or wrong",
-        );
+    if let Some(refused) = refuse_forged(&viewer, &form, "") {
+        return refused;
     }
     if let Some(id) = headers
         .get(header::COOKIE)
