@@ -432,7 +432,16 @@ pub enum Decision {
     Delay(Duration),
 }
 
-/// A pending incident pre-triage took, and its decision: what [`Queue::record_decisions`]
+/// What pre-triage decided for one incident, and the plugin calls that decided it.
+#[derive(Clone, Debug)]
+pub struct Ruling {
+    /// The decision.
+    pub decision: Decision,
+    /// The plugin calls made for it, to record with it.
+    pub runs: Vec<crate::store::NewPluginRun>,
+}
+
+/// A pending incident pre-triage took, and its ruling: what [`Queue::record_decisions`]
 /// records.
 #[derive(Clone, Debug)]
 pub struct Decided {
@@ -440,6 +449,8 @@ pub struct Decided {
     pub incident: Incident,
     /// What pre-triage decided.
     pub decision: Decision,
+    /// The plugin calls that decided it.
+    pub runs: Vec<crate::store::NewPluginRun>,
 }
 
 /// How an investigation ended.
@@ -743,8 +754,9 @@ impl Queue {
     }
 
     /// Records what pre-triage decided for each of `decided` (incidents `owner` took with
-    /// [`Queue::take_pending`]) in one transaction; returns each one's outcome, in order. An
-    /// incident whose lease `owner` lost meanwhile is left alone and reported, the others are
+    /// [`Queue::take_pending`]), with the plugin calls that decided it, in one transaction;
+    /// returns each one's outcome, in order. An incident whose lease `owner` lost meanwhile is
+    /// left alone and reported (its plugin calls are recorded: they happened), the others are
     /// recorded. If the transaction itself fails, every outcome is that error.
     pub async fn record_decisions(
         &self,
@@ -796,7 +808,17 @@ impl Queue {
     ) -> Result<Vec<u64>, DbErr> {
         let txn = self.store.connection().begin().await?;
         let mut changed = Vec::with_capacity(decided.len());
-        for Decided { incident, decision } in decided {
+        let mut runs = Vec::new();
+        for Decided {
+            incident,
+            decision,
+            runs: made,
+        } in decided
+        {
+            runs.extend(
+                made.iter()
+                    .map(|run| crate::store::plugin_run_row(run, now)),
+            );
             let rows = match decision {
                 Decision::Proceed(patch) => {
                     sql::mark_queued(&txn, incident, owner, patch, db_time(now)).await?
@@ -810,6 +832,11 @@ impl Queue {
                 }
             };
             changed.push(rows);
+        }
+        if !runs.is_empty() {
+            crate::store::entity::plugin_runs::Entity::insert_many(runs)
+                .exec(&txn)
+                .await?;
         }
         txn.commit().await?;
         Ok(changed)

@@ -10,6 +10,7 @@ pub(crate) mod text;
 mod ui_sessions;
 
 pub use alerts::StoredAlert;
+pub(crate) use records::plugin_run_row;
 pub use records::{KvChange, KvTotals, NewExecution, NewPluginRun, NewReport};
 
 use std::path::Path;

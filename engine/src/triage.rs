@@ -8,4 +8,4 @@ mod post;
 mod pre;
 
 pub use post::{PostTriage, run_chain as run_post_triage_chain};
-pub use pre::{Decision, PluginPreTriage, PreTriage, run};
+pub use pre::{Decision, PluginPreTriage, PreTriage, Ruling, run};

@@ -442,24 +442,42 @@ async fn a_round_of_pre_triage_decisions_is_recorded_together() {
         let mut patch = QueuePatch::default();
         patch.labels.insert("team".into(), "payments".into());
         patch.priority = Some(7);
-        let decided = vec![
+        let run = |outcome: &str| nightcrier::store::NewPluginRun {
+            incident_id: None,
+            stage: "pre_triage",
+            plugin: "dedup".into(),
+            plugin_version: Some("0.1.0".into()),
+            outcome: outcome.into(),
+            duration: Duration::from_millis(2),
+            error: None,
+        };
+        let mut decided = vec![
             Decided {
                 incident: taken.remove(0),
                 decision: Decision::Proceed(patch),
+                runs: vec![run("proceed")],
             },
             Decided {
                 incident: taken.remove(0),
                 decision: Decision::Skip("noise".into()),
+                runs: Vec::new(),
             },
             Decided {
                 incident: taken.remove(0),
                 decision: Decision::Delay(Duration::from_secs(300)),
+                runs: Vec::new(),
             },
             Decided {
                 incident: theirs.remove(0),
                 decision: Decision::Skip("not mine".into()),
+                runs: vec![run("skip")],
             },
         ];
+        for one in &mut decided {
+            for run in &mut one.runs {
+                run.incident_id = Some(one.incident.id);
+            }
+        }
         let outcomes = queue.record_decisions("pre", &decided, now).await;
         assert_eq!(outcomes.len(), 4);
         assert!(outcomes[..3].iter().all(Result::is_ok), "{outcomes:?}");
@@ -483,6 +501,21 @@ async fn a_round_of_pre_triage_decisions_is_recorded_together() {
         assert_eq!(deferred.status, JobStatus::Pending);
         assert!(deferred.lease_owner.is_none());
         // the other pre-triage's incident is untouched and still leased to it
+        // the plugin calls are recorded with the decisions, the refused one's too
+        let store = queue.store();
+        let runs = store.plugin_runs(ids[0].incident_id).await.unwrap();
+        assert_eq!(runs.len(), 1, "{}", db.backend);
+        assert_eq!(runs[0].outcome, "proceed");
+        assert!(
+            store
+                .plugin_runs(ids[1].incident_id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let theirs_runs = store.plugin_runs(other[0].incident_id).await.unwrap();
+        assert_eq!(theirs_runs.len(), 1);
+        assert_eq!(theirs_runs[0].outcome, "skip");
         let untouched = queue.get(other[0].incident_id).await.unwrap();
         assert_eq!(untouched.status, JobStatus::Pending);
         assert_eq!(untouched.lease_owner.as_deref(), Some("other"));

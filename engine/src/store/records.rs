@@ -337,25 +337,7 @@ impl Store {
         run: &NewPluginRun,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        plugin_runs::ActiveModel {
-            id: Set(Uuid::new_v4().to_string()),
-            incident_id: Set(run.incident_id.map(|id| id.to_string())),
-            stage: Set(run.stage.to_owned()),
-            plugin: Set(storable(&run.plugin).into_owned()),
-            plugin_version: Set(run
-                .plugin_version
-                .as_deref()
-                .map(|version| storable(version).into_owned())),
-            outcome: Set(storable(&run.outcome).into_owned()),
-            duration_us: Set(i64::try_from(run.duration.as_micros()).unwrap_or(i64::MAX)),
-            error: Set(run
-                .error
-                .as_deref()
-                .map(|error| storable(error).into_owned())),
-            created_at: Set(db_time(now)),
-        }
-        .insert(&self.db)
-        .await?;
+        plugin_run_row(run, now).insert(&self.db).await?;
         Ok(())
     }
 
@@ -468,5 +450,26 @@ impl Store {
         .update(&self.db)
         .await?;
         Ok(())
+    }
+}
+
+/// The `plugin_runs` row of `run`, recorded at `now`.
+pub(crate) fn plugin_run_row(run: &NewPluginRun, now: DateTime<Utc>) -> plugin_runs::ActiveModel {
+    plugin_runs::ActiveModel {
+        id: Set(Uuid::new_v4().to_string()),
+        incident_id: Set(run.incident_id.map(|id| id.to_string())),
+        stage: Set(run.stage.to_owned()),
+        plugin: Set(storable(&run.plugin).into_owned()),
+        plugin_version: Set(run
+            .plugin_version
+            .as_deref()
+            .map(|version| storable(version).into_owned())),
+        outcome: Set(storable(&run.outcome).into_owned()),
+        duration_us: Set(i64::try_from(run.duration.as_micros()).unwrap_or(i64::MAX)),
+        error: Set(run
+            .error
+            .as_deref()
+            .map(|error| storable(error).into_owned())),
+        created_at: Set(db_time(now)),
     }
 }

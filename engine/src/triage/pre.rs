@@ -16,12 +16,12 @@ use crate::plugin::{CONTEXT_FILE_ANNOTATION, wit_incident};
 use crate::queue::{Decided, Incident, JobStatus, Queue, QueuePatch};
 use crate::store::{NewPluginRun, Store};
 
-pub use crate::queue::Decision;
+pub use crate::queue::{Decision, Ruling};
 
 /// Decides what happens to a pending incident.
 pub trait PreTriage: Send + Sync + 'static {
-    /// The decision for `incident`.
-    fn decide(&self, incident: &Incident) -> impl Future<Output = Decision> + Send;
+    /// The decision for `incident`, with the plugin calls that made it (recorded with it).
+    fn decide(&self, incident: &Incident) -> impl Future<Output = Ruling> + Send;
 }
 
 /// How long a pre-triage lease on a pending incident lasts.
@@ -91,8 +91,12 @@ pub async fn run<P: PreTriage>(
         let mut decided = Vec::with_capacity(taken.len());
         let mut since = tokio::time::Instant::now();
         for incident in taken {
-            let decision = pre_triage.decide(&incident).await;
-            decided.push(Decided { incident, decision });
+            let Ruling { decision, runs } = pre_triage.decide(&incident).await;
+            decided.push(Decided {
+                incident,
+                decision,
+                runs,
+            });
             if since.elapsed() >= RECORD_EVERY {
                 record(&queue, &owner, &mut decided).await;
                 since = tokio::time::Instant::now();
@@ -116,20 +120,20 @@ impl PluginPreTriage {
         Self { host, store }
     }
 
-    async fn record(
+    fn run_of(
         &self,
         incident_id: Uuid,
         plugin: &str,
         outcome: &str,
         took: Duration,
         error: Option<String>,
-    ) {
+    ) -> NewPluginRun {
         let version = self
             .host
             .as_ref()
             .and_then(|host| host.plugin(plugin))
             .map(|p| p.version);
-        let run = NewPluginRun {
+        NewPluginRun {
             incident_id: Some(incident_id),
             stage: "pre_triage",
             plugin: plugin.to_owned(),
@@ -137,15 +141,11 @@ impl PluginPreTriage {
             outcome: outcome.to_owned(),
             duration: took,
             error,
-        };
-        if let Err(error) = self.store.insert_plugin_run(&run, Utc::now()).await {
-            tracing::error!(incident_id = %incident_id, error = %error, "recording a plugin run failed");
         }
     }
-}
 
-impl PreTriage for PluginPreTriage {
-    async fn decide(&self, incident: &Incident) -> Decision {
+    /// The decision for `incident`; the plugin calls made for it go to `runs`.
+    async fn decide_into(&self, incident: &Incident, runs: &mut Vec<NewPluginRun>) -> Decision {
         let Some(host) = &self.host else {
             return Decision::Proceed(QueuePatch::default());
         };
@@ -181,17 +181,15 @@ impl PreTriage for PluginPreTriage {
                 failures,
             }) => {
                 for (plugin, error) in &failures {
-                    self.record(
+                    runs.push(self.run_of(
                         incident.id,
                         plugin,
                         "failed-open",
                         took,
                         Some(error.clone()),
-                    )
-                    .await;
+                    ));
                 }
-                self.record(incident.id, &chain_name, "proceed", took, None)
-                    .await;
+                runs.push(self.run_of(incident.id, &chain_name, "proceed", took, None));
                 let mut annotations: BTreeMap<String, String> =
                     patched.annotations.into_iter().collect();
                 for (path, content) in context_files {
@@ -208,24 +206,23 @@ impl PreTriage for PluginPreTriage {
                 })
             }
             Ok(PreTriageVerdict::Skip { plugin, reason }) => {
-                self.record(incident.id, &plugin, "skip", took, None).await;
+                runs.push(self.run_of(incident.id, &plugin, "skip", took, None));
                 Decision::Skip(format!("{plugin}: {reason}"))
             }
             Ok(PreTriageVerdict::Delay { plugin, delay }) => {
-                self.record(incident.id, &plugin, "delay", took, None).await;
+                runs.push(self.run_of(incident.id, &plugin, "delay", took, None));
                 Decision::Delay(delay)
             }
             Err(error) => {
                 // fail-closed: a retryable failure waits, any other keeps the incident out of
                 // the queue with the reason, for an operator to retry
-                self.record(
+                runs.push(self.run_of(
                     incident.id,
                     &chain_name,
                     "error",
                     took,
                     Some(error.to_string()),
-                )
-                .await;
+                ));
                 if error.is_retryable() {
                     Decision::Delay(Duration::from_secs(60))
                 } else {
@@ -233,5 +230,13 @@ impl PreTriage for PluginPreTriage {
                 }
             }
         }
+    }
+}
+
+impl PreTriage for PluginPreTriage {
+    async fn decide(&self, incident: &Incident) -> Ruling {
+        let mut runs = Vec::new();
+        let decision = self.decide_into(incident, &mut runs).await;
+        Ruling { decision, runs }
     }
 }
