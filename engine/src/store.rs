@@ -183,12 +183,28 @@ impl Store {
             url: url_for_display.clone(),
             reason: "expected sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DB".into(),
         })?;
+        let busy_timeout = config.busy_timeout;
         let connect = |options: ConnectOptions| {
             let url = url_for_display.clone();
             async move {
-                Database::connect(options)
-                    .await
-                    .map_err(|source| StoreError::Connect { url, source })
+                // Two processes opening a new SQLite file at once (`serve` and a command run
+                // beside it) both turn on WAL, which takes the file's exclusive lock; SQLite
+                // answers one of them "database is locked" at once rather than wait (its busy
+                // handler would deadlock there). That one tries again, up to `busy_timeout`.
+                let deadline = tokio::time::Instant::now() + busy_timeout;
+                loop {
+                    match Database::connect(options.clone()).await {
+                        Ok(db) => return Ok(db),
+                        Err(source)
+                            if backend == DbBackend::Sqlite
+                                && source.to_string().contains("database is locked")
+                                && tokio::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(source) => return Err(StoreError::Connect { url, source }),
+                    }
+                }
             }
         };
         match backend {
@@ -661,6 +677,26 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Processes opening a new SQLite file at the same moment (`serve` starting while a command
+    /// polls it) all get in: the one SQLite turns away while another switches the file to WAL
+    /// tries again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stores_opening_a_new_sqlite_file_at_once_all_connect() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let url = format!("sqlite://{}/race-{round}.db", dir.path().display());
+            let opening: Vec<_> = (0..4)
+                .map(|_| {
+                    let config = super::StoreConfig::new(url.clone());
+                    tokio::spawn(async move { super::Store::connect(&config).await })
+                })
+                .collect();
+            for opened in opening {
+                opened.await.unwrap().unwrap();
+            }
+        }
+    }
+
     #[test]
     fn connection_trouble_is_transient_and_data_trouble_is_not() {
         use std::sync::Arc;
