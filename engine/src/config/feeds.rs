@@ -224,26 +224,20 @@ pub(crate) fn size(key: &str, text: Option<&str>, default: u64) -> anyhow::Resul
     }
 }
 
-/// A credential from an environment variable or a file (exactly one may be given).
+/// A credential from an environment variable or a file (exactly one may be given):
+/// `<key>.token_env` or `<key>.token_file`.
 pub(crate) fn secret(
     key: &str,
     env: Option<&str>,
     file: Option<&Path>,
 ) -> anyhow::Result<Option<Secret>> {
-    let value = match (env, file) {
-        (Some(_), Some(_)) => bail!("{key}: give token_env or token_file, not both"),
-        (Some(name), None) => std::env::var(name)
-            .with_context(|| format!("{key}.token_env: environment variable {name} is not set"))?,
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("{key}.token_file: cannot read {}", path.display()))?
-            .trim_end_matches(['\r', '\n'])
-            .to_owned(),
-        (None, None) => return Ok(None),
-    };
-    if value.trim().is_empty() {
-        bail!("{key}: the token is empty");
-    }
-    Ok(Some(Secret::new(value)))
+    credential(
+        key,
+        &format!("{key}.token_env"),
+        &format!("{key}.token_file"),
+        env,
+        file,
+    )
 }
 
 /// A credential from `<key>_env` or `<key>_file`.
@@ -252,12 +246,30 @@ fn secret_pair(
     env: Option<&str>,
     file: Option<&Path>,
 ) -> anyhow::Result<Option<Secret>> {
+    credential(
+        key,
+        &format!("{key}_env"),
+        &format!("{key}_file"),
+        env,
+        file,
+    )
+}
+
+/// The credential named by the environment variable of the setting `env_key` or read from the
+/// file of the setting `file_key`; errors name the setting.
+fn credential(
+    key: &str,
+    env_key: &str,
+    file_key: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> anyhow::Result<Option<Secret>> {
     let value = match (env, file) {
-        (Some(_), Some(_)) => bail!("give {key}_env or {key}_file, not both"),
+        (Some(_), Some(_)) => bail!("give {env_key} or {file_key}, not both"),
         (Some(name), None) => std::env::var(name)
-            .with_context(|| format!("{key}_env: environment variable {name} is not set"))?,
+            .with_context(|| format!("{env_key}: environment variable {name} is not set"))?,
         (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("{key}_file: cannot read {}", path.display()))?
+            .with_context(|| format!("{file_key}: cannot read {}", path.display()))?
             .trim_end_matches(['\r', '\n'])
             .to_owned(),
         (None, None) => return Ok(None),
