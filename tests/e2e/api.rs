@@ -531,6 +531,24 @@ async fn off_loopback_every_route_but_health_needs_a_token() {
         call(Method::GET, "/healthz", None).await.unwrap().status(),
         200
     );
+    // another address is not held back, and the metrics count the lockout
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let metrics = other
+        .get(format!("http://{listen}/metrics"))
+        .bearer_auth("r3ad")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("nightcrier_http_auth_lockouts_total 1"),
+        "{text}"
+    );
+    assert!(text.contains("nightcrier_http_throttled_total 2"), "{text}");
     let log = serve.stop();
     assert!(log.contains("too many failed authentications"), "{log}");
     for secret in ["r3ad", "adm1n", "h00k"] {

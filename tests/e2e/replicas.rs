@@ -395,6 +395,16 @@ async fn a_replica_cut_from_the_database_stops_its_feeds_before_another_takes_th
     );
     let log = serve_a.log();
     assert!(log.contains("not renewed in time"), "{log}");
+    let metrics = reqwest::get(format!("http://{}/metrics", a.listen))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("nightcrier_feed_lease_stops_total 1"),
+        "{metrics}"
+    );
     // healed, a rejoins and gets its share back, still never twice
     proxy.heal();
     sample_never_twice(&kms, dir.path(), Duration::from_secs(60), || async {

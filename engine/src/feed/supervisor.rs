@@ -34,10 +34,14 @@ impl Running {
         self.cancel.cancel();
         match self.task.await {
             Ok(Stopped::Clean) => {
+                metrics::counter!("nightcrier_feed_handovers_total", "outcome" => "released")
+                    .increment(1);
                 let _ =
                     tokio::time::timeout(call, replica.release(key, self.token, Utc::now())).await;
             }
             _ => {
+                metrics::counter!("nightcrier_feed_handovers_total", "outcome" => "left_to_expire")
+                    .increment(1);
                 tracing::warn!(feed = %key, "feed stop not confirmed by its source; its lease is left to expire before another replica takes it");
             }
         }
@@ -111,6 +115,7 @@ pub async fn supervise(streams: Vec<StreamFeed>, replica: Replica, shutdown: Can
                     && clock.since_last() > hold.saturating_sub(stop_margin)
                 {
                     tracing::error!(since_renewal = ?clock.since_last(), "feed leases not renewed in time: stopping every feed before another replica may take them");
+                    metrics::counter!("nightcrier_feed_lease_stops_total").increment(1);
                     current.cancel();
                     clock.forget();
                 }

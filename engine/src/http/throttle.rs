@@ -96,6 +96,7 @@ pub(super) async fn throttle(
         return next.run(request).await;
     };
     if let Some(wait) = throttle.locked(ip, Instant::now()) {
+        metrics::counter!("nightcrier_http_throttled_total").increment(1);
         let mut response = (
             StatusCode::TOO_MANY_REQUESTS,
             axum::Json(serde_json::json!({
@@ -111,6 +112,7 @@ pub(super) async fn throttle(
     }
     let response = next.run(request).await;
     if response.status() == StatusCode::UNAUTHORIZED && throttle.failed(ip, Instant::now()) {
+        metrics::counter!("nightcrier_http_auth_lockouts_total").increment(1);
         tracing::warn!(client = %ip, limit = throttle.limit, "too many failed authentications: refusing this address for the rest of the minute");
     }
     response
