@@ -408,6 +408,20 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
+impl Lease {
+    /// The lease an incident's row records (the investigation a previous process of this
+    /// instance left running), if it names an owner.
+    pub fn recorded_on(incident: &Incident) -> Option<Lease> {
+        Some(Lease {
+            incident_id: incident.id,
+            cluster: incident.cluster.clone(),
+            owner: incident.lease_owner.clone()?,
+            attempt: incident.attempts,
+            expires_at: incident.lease_expires_at.unwrap_or_else(Utc::now),
+        })
+    }
+}
+
 /// What pre-triage decided to change before queueing.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct QueuePatch {

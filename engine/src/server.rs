@@ -351,15 +351,8 @@ async fn recover(
         if !ours || reattached.contains(incident.id.to_string().as_str()) {
             continue;
         }
-        let Some(owner) = incident.lease_owner.clone() else {
+        let Some(lease) = Lease::recorded_on(incident) else {
             continue;
-        };
-        let lease = Lease {
-            incident_id: incident.id,
-            cluster: incident.cluster.clone(),
-            owner,
-            attempt: incident.attempts,
-            expires_at: incident.lease_expires_at.unwrap_or_else(Utc::now),
         };
         let reason = format!(
             "no agent container was left after a restart (attempt {})",
@@ -394,15 +387,8 @@ async fn recover(
         else {
             continue;
         };
-        let Some(owner) = incident.lease_owner.clone() else {
+        let Some(lease) = Lease::recorded_on(&incident) else {
             continue;
-        };
-        let lease = Lease {
-            incident_id: incident.id,
-            cluster: incident.cluster.clone(),
-            owner,
-            attempt: incident.attempts,
-            expires_at: incident.lease_expires_at.unwrap_or_else(Utc::now),
         };
         tracing::info!(incident_id = %incident.id, cluster = %incident.cluster, "re-attached to a running agent");
         runs.push((incident.id, pending));
