@@ -22,6 +22,8 @@
 //! replica that starts during that outage waits as long before it takes them.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -125,6 +127,10 @@ pub struct Replica {
     id: String,
     process: String,
     config: ReplicaConfig,
+    /// `[workers] fleet_max_agents` of this replica, recorded for the others to compare.
+    fleet_max_agents: Option<u32>,
+    /// Whether the live replicas disagreed on it at the last heartbeat (warned once per change).
+    cap_disagreement: Arc<AtomicBool>,
 }
 
 fn stmt(db: &DatabaseConnection, sql: &str, values: Vec<Value>) -> Statement {
@@ -147,7 +153,15 @@ impl Replica {
             id: id.to_owned(),
             process: Uuid::new_v4().to_string(),
             config,
+            fleet_max_agents: None,
+            cap_disagreement: Arc::default(),
         }
+    }
+
+    /// The same replica, recording `fleet_max_agents` as its fleet-wide agent cap.
+    pub fn with_fleet_cap(mut self, fleet_max_agents: Option<u32>) -> Self {
+        self.fleet_max_agents = fleet_max_agents;
+        self
     }
 
     /// This replica's id.
@@ -166,11 +180,12 @@ impl Replica {
     /// over at once (a restart after `kill -9` need not wait for its heartbeat to go stale).
     pub async fn register(&self, home: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
         let host = home.to_owned();
-        let sql = "INSERT INTO nightcrier_replicas (id, process, host, pid, started_at, heartbeat_at) \
-                   VALUES ($1, $2, $3, $4, $5, $5) \
+        let sql = "INSERT INTO nightcrier_replicas \
+                   (id, process, host, pid, started_at, heartbeat_at, fleet_max_agents) \
+                   VALUES ($1, $2, $3, $4, $5, $5, $7) \
                    ON CONFLICT (id) DO UPDATE SET process = excluded.process, host = excluded.host, \
                    pid = excluded.pid, started_at = excluded.started_at, \
-                   heartbeat_at = excluded.heartbeat_at \
+                   heartbeat_at = excluded.heartbeat_at, fleet_max_agents = excluded.fleet_max_agents \
                    WHERE nightcrier_replicas.heartbeat_at < $6 OR nightcrier_replicas.host = excluded.host";
         let changed = self
             .db
@@ -184,6 +199,7 @@ impl Replica {
                     i64::from(std::process::id()).into(),
                     db_time(now).into(),
                     before(now, self.config.ttl).into(),
+                    self.fleet_max_agents.map(i64::from).into(),
                 ],
             ))
             .await
@@ -243,15 +259,47 @@ impl Replica {
             .db
             .query_all_raw(stmt(
                 &self.db,
-                "SELECT id FROM nightcrier_replicas WHERE heartbeat_at > $1 ORDER BY id",
+                "SELECT id, fleet_max_agents FROM nightcrier_replicas WHERE heartbeat_at > $1 \
+                 ORDER BY id",
                 vec![before(now, self.config.ttl).into()],
             ))
             .await
             .map_err(StoreError::from)?;
-        Ok(rows
+        let live: Vec<(String, Option<i64>)> = rows
             .iter()
-            .filter_map(|row| row.try_get::<String>("", "id").ok())
-            .collect())
+            .filter_map(|row| {
+                Some((
+                    row.try_get::<String>("", "id").ok()?,
+                    row.try_get::<Option<i64>>("", "fleet_max_agents").ok()?,
+                ))
+            })
+            .collect();
+        self.compare_fleet_caps(&live);
+        Ok(live.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Warns (once per change) while live replicas record different fleet-wide agent caps: the
+    /// cap holds only if every replica claims with it.
+    fn compare_fleet_caps(&self, live: &[(String, Option<i64>)]) {
+        let ours = self.fleet_max_agents.map(i64::from);
+        let differing: Vec<String> = live
+            .iter()
+            .filter(|(_, cap)| *cap != ours)
+            .map(|(id, cap)| match cap {
+                Some(cap) => format!("{id}: {cap}"),
+                None => format!("{id}: none"),
+            })
+            .collect();
+        let disagree = !differing.is_empty();
+        metrics::gauge!("nightcrier_fleet_cap_mismatch").set(if disagree { 1.0 } else { 0.0 });
+        if self.cap_disagreement.swap(disagree, Ordering::Relaxed) != disagree {
+            if disagree {
+                let ours = ours.map_or("none".to_owned(), |cap| cap.to_string());
+                tracing::warn!(ours = %ours, others = %differing.join(", "), "replicas disagree on workers.fleet_max_agents: the fleet-wide agent cap does not hold until every replica has the same value");
+            } else {
+                tracing::info!("replicas agree on workers.fleet_max_agents again");
+            }
+        }
     }
 
     /// Removes this replica (orderly shutdown), so the others rebalance at once.

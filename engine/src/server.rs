@@ -164,7 +164,8 @@ async fn serve<P: PreTriage>(
             &store,
             &settings.runner.instance_id,
             settings.replica.clone(),
-        );
+        )
+        .with_fleet_cap(settings.workers.fleet_max_agents);
         replica
             .register(
                 &crate::replica::home(&settings.data_dir),

@@ -24,6 +24,7 @@ mod m20261130_000013_create_alerts;
 mod m20261130_000014_add_queue_wakeups_and_fleet_cap;
 mod m20261130_000015_index_incidents_by_cluster_and_status;
 mod m20261130_000016_create_ui_sessions;
+mod m20261130_000017_add_replica_fleet_cap;
 
 /// The ordered list of nightcrier migrations.
 #[derive(Debug)]
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000014_add_queue_wakeups_and_fleet_cap::Migration),
             Box::new(m20261130_000015_index_incidents_by_cluster_and_status::Migration),
             Box::new(m20261130_000016_create_ui_sessions::Migration),
+            Box::new(m20261130_000017_add_replica_fleet_cap::Migration),
         ]
     }
 

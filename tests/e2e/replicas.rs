@@ -465,6 +465,61 @@ async fn a_lone_replica_cut_from_the_database_keeps_its_feeds_and_a_newcomer_wai
     }
 }
 
+/// Replicas that record different `workers.fleet_max_agents` say so (the cap holds only when
+/// every replica claims with it), and stop saying so once they agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_that_disagree_on_the_fleet_cap_say_so() {
+    let pg = OwnPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kms = FakeKms::start(&[(free_port(), "ctx")]);
+    let capped = replica(dir.path(), "capped", &pg.url, &kms, "");
+    let text = std::fs::read_to_string(&capped.config)
+        .unwrap()
+        .replace("concurrency = 0", "concurrency = 0\nfleet_max_agents = 4");
+    std::fs::write(&capped.config, text).unwrap();
+    let uncapped = replica(dir.path(), "uncapped", &pg.url, &kms, "");
+    let mut first = Serve::start(&capped.config);
+    let second = Serve::start(&uncapped.config);
+    first
+        .wait_for("the disagreement", Duration::from_secs(60), || async {
+            first_log_contains(dir.path(), "replicas disagree on workers.fleet_max_agents")
+        })
+        .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", capped.listen))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("nightcrier_fleet_cap_mismatch 1"),
+        "{metrics}"
+    );
+    // the uncapped one leaves: alone, the capped one agrees with itself again
+    second.stop();
+    first
+        .wait_for("agreement", Duration::from_secs(60), || async {
+            first_log_contains(
+                dir.path(),
+                "replicas agree on workers.fleet_max_agents again",
+            )
+        })
+        .await;
+    first.stop();
+}
+
+fn first_log_contains(dir: &Path, text: &str) -> bool {
+    std::fs::read_dir(dir.join("capped"))
+        .unwrap()
+        .flatten()
+        .any(|entry| {
+            entry.path().extension().and_then(|e| e.to_str()) == Some("log")
+                && std::fs::read_to_string(entry.path())
+                    .unwrap_or_default()
+                    .contains(text)
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_with_the_same_identity_or_sqlite_file_refuses_to_start() {
     let pg = OwnPostgres::start();
