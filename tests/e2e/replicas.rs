@@ -428,7 +428,7 @@ async fn a_lone_replica_cut_from_the_database_keeps_its_feeds_and_a_newcomer_wai
     for config in [&a.config, &b.config] {
         let text = std::fs::read_to_string(config).unwrap().replace(
             "stop_margin = \"2s\"",
-            "stop_margin = \"2s\"\nlone_hold = \"8s\"",
+            "stop_margin = \"2s\"\nlone_hold = \"12s\"",
         );
         std::fs::write(config, text).unwrap();
     }
@@ -438,7 +438,7 @@ async fn a_lone_replica_cut_from_the_database_keeps_its_feeds_and_a_newcomer_wai
     })
     .await;
     // a is alone: cut from the database it keeps its feeds past the 6 s lease (lease +
-    // lone_hold = 14 s), while b, started during the outage, waits for them
+    // lone_hold = 18 s), while b, started during the outage, waits for them
     proxy.cut();
     let cut = tokio::time::Instant::now();
     let serve_b = Serve::start(&b.config);
