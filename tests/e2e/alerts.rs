@@ -841,13 +841,7 @@ async fn hostile_alert_handlers_are_contained_retried_within_bounds_and_recorded
             plugin("receiver", 2000, "none"),
         ))
         .unwrap();
-        let (host, refused) = nightcrier_plugin_host::PluginHost::load(
-            config,
-            std::sync::Arc::new(nightcrier_plugin_host::MemoryKvStore::new()),
-        )
-        .await
-        .unwrap();
-        assert!(refused.is_empty(), "{refused:?}");
+        let host = load_all(config).await;
         let (alerts, delivery) = Alerts::new(
             store.clone(),
             Some(host),
@@ -983,13 +977,7 @@ async fn alerts_left_undelivered_go_out_when_delivery_starts() {
             folder.path(),
         ))
         .unwrap();
-        let (host, refused) = nightcrier_plugin_host::PluginHost::load(
-            config,
-            std::sync::Arc::new(nightcrier_plugin_host::MemoryKvStore::new()),
-        )
-        .await
-        .unwrap();
-        assert!(refused.is_empty(), "{refused:?}");
+        let host = load_all(config).await;
         let (_alerts, delivery) = Alerts::new(
             store.clone(),
             Some(host),
@@ -1033,4 +1021,18 @@ async fn alerts_left_undelivered_go_out_when_delivery_starts() {
         assert_eq!(listed[0].deliveries[0].outcome, "delivered");
         assert_eq!(listed[0].deliveries[0].plugin, "receiver");
     }
+}
+
+/// The plugin host over `config`, every plugin loaded.
+async fn load_all(
+    config: nightcrier_plugin_host::PluginsConfig,
+) -> nightcrier_plugin_host::PluginHost {
+    let (host, refused) = nightcrier_plugin_host::PluginHost::load(
+        config,
+        std::sync::Arc::new(nightcrier_plugin_host::MemoryKvStore::new()),
+    )
+    .await
+    .unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    host
 }

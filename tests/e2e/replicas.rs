@@ -108,6 +108,16 @@ async fn attached(kms: &FakeKms) -> Vec<u64> {
     counts
 }
 
+/// A replica's `/metrics` text.
+async fn metrics_of(replica: &Replica) -> String {
+    reqwest::get(format!("http://{}/metrics", replica.listen))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Feeds a replica runs itself.
 async fn active_feeds(replica: &Replica) -> usize {
     get_json(&replica.listen, "/api/v1/clusters")
@@ -395,12 +405,7 @@ async fn a_replica_cut_from_the_database_stops_its_feeds_before_another_takes_th
     );
     let log = serve_a.log();
     assert!(log.contains("not renewed in time"), "{log}");
-    let metrics = reqwest::get(format!("http://{}/metrics", a.listen))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&a).await;
     assert!(
         metrics.contains("nightcrier_feed_lease_stops_total 1"),
         "{metrics}"
@@ -485,12 +490,7 @@ async fn replicas_that_disagree_on_the_fleet_cap_say_so() {
             first_log_contains(dir.path(), "replicas disagree on workers.fleet_max_agents")
         })
         .await;
-    let metrics = reqwest::get(format!("http://{}/metrics", capped.listen))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of(&capped).await;
     assert!(
         metrics.contains("nightcrier_fleet_cap_mismatch 1"),
         "{metrics}"
